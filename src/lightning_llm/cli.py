@@ -1,0 +1,63 @@
+"""The `lightning-llm` command: a LightningCLI whose YAML names the module and data module by class_path."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_llm.errors import UserError
+
+# Facts owned by the data module, copied into the model when both are built. A link whose source or
+# target does not exist for the chosen classes is skipped by jsonargparse, so one CLI serves both jobs.
+_INSTANTIATE_LINKS = (
+    ("data.vocab_size", "model.init_args.model.init_args.vocab_size"),  # GPT
+    ("data.block_size", "model.init_args.model.init_args.block_size"),  # GPT
+    ("data.vocab_size", "model.init_args.model.init_args.ntoken"),  # TransformerLM
+    ("data.block_size", "model.init_args.model.init_args.max_len"),  # TransformerLM
+    ("data.tokenizer_file", "model.init_args.tokenizer_file"),  # LanguageModel: generation needs no data
+    ("data.num_labels", "model.init_args.num_labels"),  # SequenceClassifier
+    ("data.label_names", "model.init_args.label_names"),  # SequenceClassifier
+)
+# The classifier's tokenizer is the one that belongs to its pretrained weights.
+_PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
+
+
+class LLMCLI(LightningCLI):
+    """LightningCLI with the links between data and model, and the TensorBoard logger by default."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for source, target in _INSTANTIATE_LINKS:
+            parser.link_arguments(source, target, apply_on="instantiate")
+        for source, target in _PARSE_LINKS:
+            parser.link_arguments(source, target, apply_on="parse")
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "logs", "name": "default"},
+                }
+            }
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; a `UserError` ends it with one line on stderr and exit status 2."""
+    try:
+        LLMCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=args,
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
