@@ -16,7 +16,6 @@ _INSTANTIATE_LINKS = (
     ("data.block_size", "model.init_args.model.init_args.block_size"),  # GPT
     ("data.vocab_size", "model.init_args.model.init_args.ntoken"),  # TransformerLM
     ("data.block_size", "model.init_args.model.init_args.max_len"),  # TransformerLM
-    ("data.tokenizer_file", "model.init_args.tokenizer_file"),  # LanguageModel: generation needs no data
     ("data.num_labels", "model.init_args.num_labels"),  # SequenceClassifier
     ("data.label_names", "model.init_args.label_names"),  # SequenceClassifier
 )
@@ -43,7 +42,12 @@ class LLMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI; a `UserError` ends it with one line on stderr and exit status 2."""
+    """Run the CLI (`generate` is ours, the rest Lightning's); a `UserError` ends it with one line, exit status 2."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["generate"]:
+        from lightning_llm.generate import main as generate_main
+
+        return generate_main(argv[1:])
     try:
         LLMCLI(
             LightningModule,
@@ -52,7 +56,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            args=args,
+            args=argv,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

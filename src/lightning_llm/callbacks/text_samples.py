@@ -1,0 +1,38 @@
+"""Generated text in TensorBoard at the end of each validation, to read what the model has learned."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class TextSamples(pl.Callback):
+    """Sample from the language model after each validation and log it under `samples/text`.
+
+    Args:
+        prompt: Text to continue; empty starts from a newline.
+        max_new_tokens: Length of each sample.
+        temperature: Sampling temperature.
+        top_k: Keep only the k most likely tokens (None keeps all).
+        seed: Seed of the sampler, so samples at different steps are comparable.
+    """
+
+    def __init__(
+        self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 50, seed: int = 0
+    ) -> None:
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.seed = seed
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or getattr(pl_module, "tokenizer", None) is None:
+            return
+        text = pl_module.generate_text(self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # Markdown would eat indentation and newlines: a code block shows the text as generated.
+                logger.experiment.add_text("samples/text", "```\n" + text + "\n```", trainer.global_step)

@@ -1,0 +1,140 @@
+"""Where pretraining text comes from: files, globs, directories, the Python standard library, or the HF hub.
+
+A `Corpus` yields its text in chunks of about `chunk_chars` characters cut at line ends, so nothing
+ever holds the whole corpus in memory, and gives a fingerprint of its content for cache keys.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import sysconfig
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from lightning_llm.errors import UserError
+
+STDLIB = "stdlib"  # the embedded default: this interpreter's own standard-library sources
+TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".html", ".xml", ".c", ".h")
+# Tests, vendored packages and the IDE's sources would crowd out the library's own code.
+STDLIB_EXCLUDED_PARTS = frozenset({"test", "tests", "site-packages", "dist-packages", "idlelib", "lib2to3"})
+
+
+def stdlib_sources() -> list[Path]:
+    """The running interpreter's standard-library `*.py` files (sorted; tests and site-packages left out)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        f for f in root.rglob("*.py") if not STDLIB_EXCLUDED_PARTS & set(f.relative_to(root).parts[:-1])
+    )
+    if not files:
+        raise UserError(f"no standard-library sources found under {root}; pass --data.path with your own text")
+    return files
+
+
+def resolve_files(path: str | Sequence[str]) -> list[Path]:
+    """Expand files, globs and directories (searched recursively for text files) into a sorted file list."""
+    patterns = [path] if isinstance(path, str) else list(path)
+    if not patterns:
+        raise UserError("data.path is an empty list: name at least one file, glob or directory")
+    files: list[Path] = []
+    for pattern in patterns:
+        if pattern == STDLIB:
+            files.extend(stdlib_sources())
+            continue
+        candidate = Path(pattern).expanduser()
+        if candidate.is_dir():
+            found = sorted(f for f in candidate.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            if not found:
+                raise UserError(
+                    f"directory {candidate} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+                    "point data.path at a file or a directory of text"
+                )
+            files.extend(found)
+        elif candidate.is_file():
+            files.append(candidate)
+        elif glob.has_magic(pattern):
+            found = sorted(Path(f) for f in glob.glob(str(candidate), recursive=True) if Path(f).is_file())
+            if not found:
+                raise UserError(f"the glob {pattern!r} matches no files; check the pattern in data.path")
+            files.extend(found)
+        else:
+            raise UserError(f"data path {pattern} does not exist; check data.path (a file, glob or directory)")
+    return files
+
+
+class FileCorpus:
+    """Text files read in order; non-UTF-8 bytes are replaced (U+FFFD), counted and reported."""
+
+    def __init__(self, files: Sequence[Path], chunk_chars: int = 1 << 20) -> None:
+        self.files = list(files)
+        self.chunk_chars = chunk_chars
+        self.replaced_bytes = 0
+
+    def describe(self) -> str:
+        return f"{len(self.files)} file(s), {sum(f.stat().st_size for f in self.files) / 1e6:.1f} MB"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        for file in self.files:
+            digest.update(f"\0{file.stat().st_size}\0".encode())
+            with open(file, "rb") as handle:
+                while block := handle.read(1 << 22):
+                    digest.update(block)
+        return digest.hexdigest()
+
+    def texts(self) -> Iterator[str]:
+        """Chunks of text; files are joined with a newline so one file's last line never runs into the next."""
+        self.replaced_bytes = 0
+        empty = True
+        for file in self.files:
+            with open(file, encoding="utf-8", errors="replace", newline="") as handle:
+                while True:
+                    chunk = handle.read(self.chunk_chars)
+                    if not chunk:
+                        break
+                    chunk += handle.readline()  # end on a line boundary
+                    self.replaced_bytes += chunk.count("\ufffd")
+                    empty = empty and not chunk.strip()
+                    yield chunk
+            yield "\n"
+        if empty:
+            names = ", ".join(str(f) for f in self.files[:3])
+            raise UserError(f"the corpus is empty (only whitespace in {names}); give data.path some text")
+        if self.replaced_bytes:
+            warnings.warn(
+                f"{self.replaced_bytes} byte(s) that are not UTF-8 were replaced by U+FFFD while reading the corpus",
+                stacklevel=2,
+            )
+
+
+class HubCorpus:
+    """One text column of a Hugging Face dataset (needs the `hub` extra: `pip install lightning-llm[hub]`)."""
+
+    def __init__(self, name: str, config: str | None, split: str, text_column: str) -> None:
+        try:
+            import datasets
+        except ImportError:
+            raise UserError(
+                f"data.hf_dataset={name!r} needs the `datasets` package: pip install 'lightning-llm[hub]'"
+            ) from None
+        self.name = name
+        self.dataset = datasets.load_dataset(name, config, split=split)
+        if text_column not in self.dataset.column_names:
+            raise UserError(
+                f"dataset {name} has no column {text_column!r} (it has {self.dataset.column_names}); "
+                "set data.hf_text_column"
+            )
+        self.text_column = text_column
+
+    def describe(self) -> str:
+        return f"{self.name} ({len(self.dataset)} rows)"
+
+    def fingerprint(self) -> str:
+        return getattr(self.dataset, "_fingerprint", None) or hashlib.blake2b(
+            "".join(self.texts()).encode(), digest_size=16
+        ).hexdigest()
+
+    def texts(self) -> Iterator[str]:
+        for row in self.dataset:
+            yield row[self.text_column] + "\n"

@@ -1,0 +1,157 @@
+"""LightningDataModule for pretraining: corpus -> tokenizer + token cache (memmap) -> (x, y) windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
+from lightning_llm.data.token_cache import TokenCache, build_or_load
+from lightning_llm.data.tokenizers import Tokenizer
+from lightning_llm.data.windows import FixedWindows, RandomWindowBatches, keep_batch
+from lightning_llm.errors import UserError
+
+
+class LanguageModelingDataModule(pl.LightningDataModule):
+    """Token windows from a text corpus, for next-token prediction.
+
+    Args:
+        path: Text file(s), glob(s) or director(ies); "stdlib" (the default) is this Python's own
+            standard-library sources, a real code corpus present on every machine.
+        tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer.
+        block_size: Context length of each training window; the model's block size is linked to it.
+        batch_size: Windows per batch (per device).
+        val_fraction: The last fraction of the token stream is held out for validation.
+        val_windows: Number of fixed validation windows, evenly spaced over the validation tokens.
+        cache_dir: Where the tokenizer and the encoded corpus are kept, keyed by content and settings.
+        seed: Seed of the training windows; the same seed gives the same batches.
+        num_workers: DataLoader workers; batches are gathered from a memmap, so 0 is usually fastest.
+        hf_dataset: A Hugging Face hub dataset to read instead of `path` (needs the `hub` extra).
+        hf_config: The dataset's configuration name, if it has several.
+        hf_split: The split to read.
+        hf_text_column: The column holding the text.
+    """
+
+    def __init__(
+        self,
+        path: str | list[str] = STDLIB,
+        tokenizer: str = "char",
+        bpe_vocab_size: int = 4096,
+        block_size: int = 256,
+        batch_size: int = 12,
+        val_fraction: float = 0.1,
+        val_windows: int = 1000,
+        cache_dir: str = ".cache/lightning-llm",
+        seed: int = 1337,
+        num_workers: int = 0,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_split: str = "train",
+        hf_text_column: str = "text",
+    ) -> None:
+        super().__init__()
+        if tokenizer not in ("char", "bpe"):
+            raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
+        if not 0.0 < val_fraction < 1.0:
+            raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
+        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("val_windows", val_windows)):
+            if value < 1:
+                raise UserError(f"data.{name} is {value}: it must be at least 1")
+        self.save_hyperparameters()
+        self.path = path
+        self.tokenizer_kind = tokenizer
+        self.bpe_vocab_size = bpe_vocab_size
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.val_windows = val_windows
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.num_workers = num_workers
+        self.hf = (hf_dataset, hf_config, hf_split, hf_text_column)
+        self._cache: TokenCache | None = None
+        self._resume_batch = 0
+
+    # --- the corpus, prepared on first use (the CLI reads vocab_size right after __init__) ---
+    @property
+    def cache(self) -> TokenCache:
+        if self._cache is None:
+            name, config, split, column = self.hf
+            corpus = HubCorpus(name, config, split, column) if name else FileCorpus(resolve_files(self.path))
+            self._cache = build_or_load(corpus, self.cache_dir, self.tokenizer_kind, self.bpe_vocab_size)
+            self._check_fits()
+        return self._cache
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.cache.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.cache.tokenizer_file
+
+    @property
+    def split_index(self) -> int:
+        return int(len(self.cache.tokens) * (1.0 - self.val_fraction))
+
+    @property
+    def train_tokens(self):
+        return self.cache.tokens[: self.split_index]
+
+    @property
+    def val_tokens(self):
+        return self.cache.tokens[self.split_index :]
+
+    def _check_fits(self) -> None:
+        n_train, n_val = self.split_index, len(self._cache.tokens) - self.split_index
+        for split, n in (("training", n_train), ("validation", n_val)):
+            if n < self.block_size + 1:
+                raise UserError(
+                    f"the {split} split has {n} tokens, fewer than one window of block_size + 1 = "
+                    f"{self.block_size + 1}; use a larger corpus, a smaller data.block_size or another "
+                    "data.val_fraction"
+                )
+
+    def prepare_data(self) -> None:
+        self.cache  # noqa: B018 - builds the cache once, on rank 0 of each node
+
+    # --- loaders ---
+    @property
+    def batches_per_epoch(self) -> int:
+        """An epoch sees about as many tokens as the training split holds, split over the devices."""
+        world = self.trainer.world_size if self.trainer else 1
+        return max(1, len(self.train_tokens) // (self.batch_size * self.block_size * world))
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer else 0
+
+    def _take_resume_batch(self) -> int:
+        start, self._resume_batch = self._resume_batch, 0
+        return start
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RandomWindowBatches(
+            self.train_tokens,
+            self.block_size,
+            self.batch_size,
+            self.batches_per_epoch,
+            self.seed,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            epoch=self._current_epoch,
+            start_batch=self._take_resume_batch,
+        )
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=keep_batch)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,120 @@
+"""Encode a corpus once into a flat token file (`np.memmap`) keyed by corpus content and tokenizer settings.
+
+Layout: `<cache_dir>/<key>/{tokenizer.json, tokens.bin, meta.json}`. Every file is written to a temp name
+and renamed, and `meta.json` is written last, so a directory with a `meta.json` is complete; a run
+killed mid-write leaves only a temp file, which the next run deletes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lightning_llm.data.tokenizers import Tokenizer, encode_stream, load_tokenizer, train_tokenizer
+from lightning_llm.errors import UserError
+
+CACHE_FORMAT = 1
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text next to `path` under a temp name, then rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    for leftover in directory.glob(f"{TEMP_PREFIX}*"):
+        leftover.unlink(missing_ok=True)
+
+
+@dataclass
+class TokenCache:
+    """A finished cache entry: the tokenizer and the corpus as one array of token ids."""
+
+    directory: Path
+    tokenizer: Tokenizer
+    tokens: np.memmap
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+
+def cache_key(fingerprint: str, settings: dict) -> str:
+    text = json.dumps({"format": CACHE_FORMAT, "corpus": fingerprint, **settings}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size: int) -> TokenCache:
+    """Return the cache entry for this corpus and tokenizer, encoding the corpus only when it is missing."""
+    settings = {"tokenizer": tokenizer_kind, "vocab_size": vocab_size if tokenizer_kind == "bpe" else None}
+    directory = Path(cache_dir).expanduser() / cache_key(corpus.fingerprint(), settings)
+    meta_file = directory / "meta.json"
+    if meta_file.is_file():
+        cached = _load(directory)
+        if cached is not None:
+            return cached
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(directory)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(tokenizer_kind, corpus.texts(), vocab_size)
+    atomic_write_text(directory / "tokenizer.json", tokenizer.to_json())
+    dtype = token_dtype(tokenizer.vocab_size)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    n_tokens = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for ids in encode_stream(tokenizer, corpus.texts()):
+                handle.write(ids.astype(dtype).tobytes())
+                n_tokens += len(ids)
+        os.replace(tmp, directory / "tokens.bin")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {
+        "format": CACHE_FORMAT,
+        "corpus": corpus.describe(),
+        "n_tokens": n_tokens,
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "seconds_to_build": round(time.perf_counter() - started, 2),
+        **settings,
+    }
+    atomic_write_text(meta_file, json.dumps(meta, indent=2))
+    return _load(directory)
+
+
+def _load(directory: Path) -> TokenCache | None:
+    """The cache entry in `directory`, or None when it is incomplete or inconsistent (then it is rebuilt)."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        tokens_file = directory / "tokens.bin"
+        dtype = np.dtype(meta["dtype"])
+        if meta.get("format") != CACHE_FORMAT or tokens_file.stat().st_size != meta["n_tokens"] * dtype.itemsize:
+            return None
+        tokenizer = load_tokenizer(directory / "tokenizer.json")
+    except (OSError, ValueError, KeyError, UserError):
+        return None
+    if meta["n_tokens"] == 0:
+        raise UserError(f"the corpus encodes to zero tokens (cache {directory}); give data.path some text")
+    tokens = np.memmap(tokens_file, dtype=dtype, mode="r")
+    return TokenCache(directory, tokenizer, tokens)

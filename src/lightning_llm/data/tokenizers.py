@@ -1,0 +1,153 @@
+"""Tokenizers behind one small protocol: a character-level one and byte-level BPE trained with HF `tokenizers`.
+
+Both save to a single JSON file, so a checkpoint can carry its tokenizer and generation needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from lightning_llm.errors import UserError
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the data module, the LightningModule and `generate` need from a tokenizer."""
+
+    vocab_size: int
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def to_json(self) -> str: ...
+
+
+class CharTokenizer:
+    """One id per character seen in the corpus, in code-point order (as nanoGPT's shakespeare_char)."""
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars = sorted(set(chars))
+        self.vocab_size = len(self.chars)
+        self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)  # sorted: binary search
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        if not seen:
+            raise UserError("the corpus is empty: there are no characters to build a tokenizer from")
+        return cls(seen)
+
+    def encode(self, text: str) -> np.ndarray:
+        codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = np.searchsorted(self._codepoints, codepoints)
+        ids_in_range = np.minimum(ids, self.vocab_size - 1)
+        unknown = self._codepoints[ids_in_range] != codepoints
+        if unknown.any():
+            missing = sorted({chr(c) for c in codepoints[unknown]})
+            shown = ", ".join(repr(c) for c in missing[:10])
+            raise UserError(
+                f"the text has {len(missing)} character(s) this character tokenizer never saw in its corpus "
+                f"({shown}); use only characters of the training corpus"
+            )
+        return ids.astype(np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "char", "chars": "".join(self.chars)}, ensure_ascii=False)
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) trained with HF `tokenizers`; any text encodes, nothing is unknown."""
+
+    def __init__(self, tokenizer) -> None:  # a tokenizers.Tokenizer
+        self._tokenizer = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        tokenizer = HFTokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[END_OF_TEXT],
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+        return cls(tokenizer)
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return cls(HFTokenizer.from_str(text))
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        """Encode in parallel threads (the Rust side releases the GIL)."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tokenizer.decode(list(ids))
+
+    def to_json(self) -> str:
+        return self._tokenizer.to_str()
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Build the tokenizer named by `kind` ('char' or 'bpe') from a stream of texts."""
+    if kind == "char":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, vocab_size)
+    raise UserError(f"unknown tokenizer {kind!r}: use 'char' or 'bpe'")
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    """Rebuild a tokenizer saved by `to_json` (either kind)."""
+    data = json.loads(text)
+    if data.get("type") == "char":
+        return CharTokenizer(data["chars"])
+    return BPETokenizer.from_json(text)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer file {path} does not exist")
+    return tokenizer_from_json(path.read_text(encoding="utf-8"))
+
+
+def encode_stream(tokenizer: Tokenizer, texts: Iterable[str], batch: int = 64) -> Iterator[np.ndarray]:
+    """Encode a stream of texts, `batch` at a time, so memory stays flat whatever the corpus size."""
+    if not isinstance(tokenizer, BPETokenizer):
+        for text in texts:
+            yield tokenizer.encode(text)
+        return
+    pending: list[str] = []
+    for text in texts:
+        pending.append(text)
+        if len(pending) == batch:
+            yield from tokenizer.encode_many(pending)
+            pending = []
+    if pending:
+        yield from tokenizer.encode_many(pending)

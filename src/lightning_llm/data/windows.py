@@ -1,0 +1,87 @@
+"""Datasets of token windows: x is `block_size` tokens, y the same window shifted by one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+
+def _windows(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather windows of block_size + 1 tokens at offsets (B,) and split them into x, y (B, block_size)."""
+    rows = np.lib.stride_tricks.sliding_window_view(tokens, block_size + 1)[offsets]  # (B, block_size + 1)
+    rows = torch.from_numpy(rows.astype(np.int64))
+    return rows[:, :-1], rows[:, 1:]
+
+
+class RandomWindowBatches(IterableDataset):
+    """Whole batches of windows at random offsets, a pure function of (seed, epoch, batch index, rank).
+
+    Being a pure function makes every run with the same seed see the same data, lets a resumed run
+    continue mid-epoch at the right batch, and gives each DDP rank its own windows.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        batches_per_epoch: int,
+        seed: int,
+        rank: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        start_batch: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.rank = rank
+        self.epoch = epoch
+        self.start_batch = start_batch
+        self.n_offsets = len(tokens) - block_size  # last offset still has block_size + 1 tokens
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, epoch, index, self.rank])
+        offsets = rng.integers(0, self.n_offsets, size=self.batch_size)  # (B,)
+        return _windows(self.tokens, offsets, self.block_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        worker = get_worker_info()
+        worker_id, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        epoch, start = self.epoch(), self.start_batch()
+        for index in range(start + worker_id, self.batches_per_epoch, n_workers):
+            yield self.batch(epoch, index)
+
+
+class FixedWindows(Dataset):
+    """`count` windows evenly spaced over the tokens: the same validation set at every evaluation."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, count: int) -> None:
+        n_offsets = len(tokens) - block_size
+        count = max(1, min(count, n_offsets))
+        self.tokens = tokens
+        self.block_size = block_size
+        self.offsets = np.linspace(0, n_offsets - 1, count).astype(np.int64)  # (count,)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = _windows(self.tokens, self.offsets[[index]], self.block_size)
+        return x[0], y[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fetch a whole batch with one gather (DataLoader uses this when it exists)."""
+        return _windows(self.tokens, self.offsets[indices], self.block_size)
+
+
+def keep_batch(batch):
+    """collate_fn for datasets that already return whole batches."""
+    return batch

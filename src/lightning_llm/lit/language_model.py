@@ -1,0 +1,154 @@
+"""LightningModule for pretraining: what *training* a language model means (loss, optimizer, schedule, logs)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torchmetrics import MeanMetric
+
+from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
+from lightning_llm.errors import UserError
+from lightning_llm.lit.schedules import warmup_cosine
+
+
+def built_by_cli() -> bool:
+    """True inside LightningCLI's instantiation, whose hparams describe injected modules as class_path configs."""
+    return _given_hyperparameters.get() is not None
+
+
+class LanguageModel(pl.LightningModule):
+    """Trains any `model(idx, targets) -> (logits, loss)` next-token predictor (GPT, TransformerLM, ...).
+
+    Args:
+        model: The network, given in YAML by `class_path` and `init_args` (dependency injection).
+        learning_rate: Peak learning rate, reached after the warmup.
+        min_lr: Learning rate at the end of the cosine decay.
+        warmup_steps: Optimizer steps of linear warmup.
+        decay_steps: Optimizer step at which the cosine reaches min_lr; defaults to the run's total steps.
+        weight_decay: AdamW decay on matrices and embeddings (tensors with dim >= 2); never on biases or norms.
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        learning_rate: float = 6e-4,
+        min_lr: float = 6e-5,
+        warmup_steps: int = 100,
+        decay_steps: int | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        # Outside the CLI the injected module cannot be described by its config, so it is left out of hparams.
+        self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
+        self.model = model
+        self.val_loss = MeanMetric()
+        self.tokenizer: Tokenizer | None = None
+        self._tokens_seen_at = (0, time.perf_counter())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.model(idx, targets)
+
+    # --- the tokenizer travels with the checkpoint, so generation needs no data module ---
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "tokenizer", None) is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            checkpoint["tokenizer"] = self.tokenizer.to_json()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "tokenizer" in checkpoint:
+            self.tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
+
+    # --- training ---
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch  # (B, T), (B, T)
+        _, loss = self.model(x, y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.global_step % self.trainer.log_every_n_steps) != 0 or self.global_step == 0:
+            return
+        tokens = self.global_step * batch[0].numel() * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        last_tokens, last_time = self._tokens_seen_at
+        now = time.perf_counter()
+        if tokens > last_tokens:
+            self.log("train/tokens_per_sec", (tokens - last_tokens) / (now - last_time), rank_zero_only=True)
+        self._tokens_seen_at = (tokens, now)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], rank_zero_only=True)
+
+    def on_train_start(self) -> None:
+        self._tokens_seen_at = (0, time.perf_counter())
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        _, loss = self.model(x, y)
+        self.val_loss.update(loss, weight=y.numel())
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log_dict({"val/loss": loss, "val/ppl": torch.exp(loss)}, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log_dict({"test/loss": loss, "test/ppl": torch.exp(loss)})
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        device_type = next(self.model.parameters()).device.type
+        fused = device_type in ("cuda", "cpu") and all(p.is_floating_point() for p in params)
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps, fused=fused)
+        decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
+        if not math.isfinite(decay_steps):
+            raise UserError("set trainer.max_steps or model.decay_steps: the cosine schedule needs a length")
+        schedule = functools.partial(
+            warmup_cosine,
+            warmup_steps=hp.warmup_steps,
+            decay_steps=int(decay_steps),
+            min_ratio=hp.min_lr / hp.learning_rate,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- inference ---
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Continue `prompt` with sampled text (prompt included)."""
+        if self.tokenizer is None:
+            raise UserError("this model has no tokenizer: load it from a checkpoint written by `lightning-llm fit`")
+        ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.encode("\n")
+        idx = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        out = self.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator)
+        return self.tokenizer.decode(out[0].tolist())

@@ -1,0 +1,49 @@
+"""Autoregressive sampling shared by every language model here: temperature, top-k and nucleus (top-p)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set logits (B, V) outside the top-k and outside the smallest set with mass >= top_p to -inf."""
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)  # (B, V)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the mass before it already reaches top_p; the most likely token always stays
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    idx: torch.Tensor,
+    block_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample from model(idx) -> (logits, _) one token at a time; temperature 0 means greedy."""
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        context = idx[:, -block_size:]  # (B, <=block_size)
+        logits, _ = model(context)
+        logits = logits[:, -1, :]  # (B, V)
+        if temperature <= 0:
+            next_id = logits.argmax(-1, keepdim=True)  # (B, 1)
+        else:
+            probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+            next_id = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        idx = torch.cat([idx, next_id], dim=1)
+    model.train(was_training)
+    return idx

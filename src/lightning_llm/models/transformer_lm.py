@@ -1,0 +1,95 @@
+"""A language model built from `torch.nn.TransformerEncoder` layers with a causal mask (the seed design)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lightning_llm.models.sampling import generate as _generate
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only LM from stock `nn.TransformerEncoderLayer`s: the causal mask makes the encoder a decoder.
+
+    Args:
+        ntoken: Vocabulary size; linked from the data module by the CLI.
+        d_model: Width of the embeddings and of every layer.
+        nhead: Attention heads per layer.
+        d_hid: Width of the feed-forward layer.
+        nlayers: Number of layers.
+        dropout: Dropout inside the layers and on the embeddings.
+        max_len: Longest context (learned position embeddings); linked from the data module's block_size.
+    """
+
+    def __init__(
+        self,
+        ntoken: int,
+        d_model: int = 128,
+        nhead: int = 4,
+        d_hid: int = 512,
+        nlayers: int = 4,
+        dropout: float = 0.0,
+        max_len: int = 256,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(ntoken, d_model)
+        self.pos_embedding = nn.Embedding(max_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, d_hid, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, nlayers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.decoder = nn.Linear(d_model, ntoken)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.pos_embedding.weight, std=0.02)
+        nn.init.normal_(self.decoder.weight, std=0.02 / math.sqrt(2 * nlayers))
+        nn.init.zeros_(self.decoder.bias)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.encoder.layers
+
+    @property
+    def block_size(self) -> int:
+        return self.max_len
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_embedding.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        layer = self.encoder.layers[0]
+        t = seq_len or self.max_len
+        return 6 * self.num_params() + 12 * len(self.encoder.layers) * layer.self_attn.embed_dim * t
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.shape
+        if T > self.max_len:
+            raise ValueError(f"sequence of length {T} is longer than max_len {self.max_len}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.dropout(self.embedding(idx) + self.pos_embedding(pos))  # (B, T, C)
+        mask = nn.Transformer.generate_square_subsequent_mask(T, device=idx.device, dtype=x.dtype)  # (T, T)
+        x = self.encoder(x, mask=mask, is_causal=True)  # (B, T, C)
+        logits = self.decoder(x)  # (B, T, vocab)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return _generate(self, idx, self.max_len, max_new_tokens, temperature, top_k, top_p, generator)
