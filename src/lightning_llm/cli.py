@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import NoReturn
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -21,6 +23,22 @@ _INSTANTIATE_LINKS = (
 )
 # The classifier's tokenizer is the one that belongs to its pretrained weights.
 _PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
+
+
+# The lines of a jsonargparse error that name the mistake; the rest repeats the whole config back.
+_TELLING = re.compile(
+    r"not accepted|not expected|Unrecognized|does not exist|No such file|Unknown|not found|Invalid"
+)
+
+
+class ConciseArgumentParser(LightningArgumentParser):
+    """Prints a config mistake as one short message instead of the usage text and the whole config."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        telling = [line.strip() for line in message.splitlines() if _TELLING.search(line)]
+        summary = "; ".join(dict.fromkeys(telling)) or message.strip().splitlines()[0]
+        print(f"error: {summary}\n(run `{self.prog} --help` to list every valid key)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 class LLMCLI(LightningCLI):
@@ -56,7 +74,8 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            args=argv,
+            parser_class=ConciseArgumentParser,
+            args=args if args is None else argv,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -13,7 +13,7 @@ from lightning_llm.lit.language_model import LanguageModel
 
 
 def generate(
-    ckpt_path: str,
+    ckpt_path: str | None = None,
     prompt: str = "",
     max_new_tokens: int = 500,
     temperature: float = 0.8,
@@ -36,6 +36,8 @@ def generate(
         seed: Random seed; the same seed gives the same text.
         device: "cpu", "cuda", "cuda:1", ...
     """
+    if ckpt_path is None:
+        raise UserError("name a checkpoint: --ckpt_path logs/<run>/version_<n>/checkpoints/last.ckpt")
     module = load_module(LanguageModel, ckpt_path, map_location=device)
     module.eval()
     samples = []

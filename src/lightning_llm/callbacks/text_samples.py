@@ -19,7 +19,12 @@ class TextSamples(pl.Callback):
     """
 
     def __init__(
-        self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 50, seed: int = 0
+        self,
+        prompt: str = "",
+        max_new_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        seed: int = 0,
     ) -> None:
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
@@ -27,11 +32,18 @@ class TextSamples(pl.Callback):
         self.top_k = top_k
         self.seed = seed
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tokenizer = getattr(pl_module, "tokenizer", None)
+        if tokenizer is not None and self.prompt:
+            tokenizer.encode(self.prompt)  # a prompt the tokenizer cannot encode fails now, not after an hour
+
     @rank_zero_only
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or getattr(pl_module, "tokenizer", None) is None:
             return
-        text = pl_module.generate_text(self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed)
+        text = pl_module.generate_text(
+            self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed
+        )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 # Markdown would eat indentation and newlines: a code block shows the text as generated.

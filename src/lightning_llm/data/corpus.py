@@ -28,7 +28,9 @@ def stdlib_sources() -> list[Path]:
         f for f in root.rglob("*.py") if not STDLIB_EXCLUDED_PARTS & set(f.relative_to(root).parts[:-1])
     )
     if not files:
-        raise UserError(f"no standard-library sources found under {root}; pass --data.path with your own text")
+        raise UserError(
+            f"no standard-library sources found under {root}; pass --data.path with your own text"
+        )
     return files
 
 
@@ -44,7 +46,9 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
             continue
         candidate = Path(pattern).expanduser()
         if candidate.is_dir():
-            found = sorted(f for f in candidate.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            found = sorted(
+                f for f in candidate.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES
+            )
             if not found:
                 raise UserError(
                     f"directory {candidate} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
@@ -59,7 +63,9 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
                 raise UserError(f"the glob {pattern!r} matches no files; check the pattern in data.path")
             files.extend(found)
         else:
-            raise UserError(f"data path {pattern} does not exist; check data.path (a file, glob or directory)")
+            raise UserError(
+                f"data path {pattern} does not exist; check data.path (a file, glob or directory)"
+            )
     return files
 
 
@@ -131,9 +137,10 @@ class HubCorpus:
         return f"{self.name} ({len(self.dataset)} rows)"
 
     def fingerprint(self) -> str:
-        return getattr(self.dataset, "_fingerprint", None) or hashlib.blake2b(
-            "".join(self.texts()).encode(), digest_size=16
-        ).hexdigest()
+        return (
+            getattr(self.dataset, "_fingerprint", None)
+            or hashlib.blake2b("".join(self.texts()).encode(), digest_size=16).hexdigest()
+        )
 
     def texts(self) -> Iterator[str]:
         for row in self.dataset:

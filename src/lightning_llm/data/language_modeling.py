@@ -57,7 +57,11 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
         if not 0.0 < val_fraction < 1.0:
             raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
-        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("val_windows", val_windows)):
+        for name, value in (
+            ("block_size", block_size),
+            ("batch_size", batch_size),
+            ("val_windows", val_windows),
+        ):
             if value < 1:
                 raise UserError(f"data.{name} is {value}: it must be at least 1")
         self.save_hyperparameters()
@@ -151,7 +155,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=keep_batch)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=keep_batch
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -109,7 +109,10 @@ def _load(directory: Path) -> TokenCache | None:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         tokens_file = directory / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
-        if meta.get("format") != CACHE_FORMAT or tokens_file.stat().st_size != meta["n_tokens"] * dtype.itemsize:
+        if (
+            meta.get("format") != CACHE_FORMAT
+            or tokens_file.stat().st_size != meta["n_tokens"] * dtype.itemsize
+        ):
             return None
         tokenizer = load_tokenizer(directory / "tokenizer.json")
     except (OSError, ValueError, KeyError, UserError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 from typing import Any
@@ -11,7 +12,6 @@ import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from torchmetrics import MeanMetric
 
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
@@ -21,6 +21,20 @@ from lightning_llm.lit.schedules import warmup_cosine
 def built_by_cli() -> bool:
     """True inside LightningCLI's instantiation, whose hparams describe injected modules as class_path configs."""
     return _given_hyperparameters.get() is not None
+
+
+def _drop_unaccepted_init_args(model_hparams: Any, model_class: type) -> None:
+    """Remove linked values the model class does not take (jsonargparse records a skipped link as applied).
+
+    The CLI links data.vocab_size to both GPT's `vocab_size` and TransformerLM's `ntoken`; without this,
+    the unused one would land in hparams and break `load_from_checkpoint`.
+    """
+    init_args = model_hparams.get("init_args") if isinstance(model_hparams, dict) else None
+    if not isinstance(init_args, dict):
+        return
+    accepted = inspect.signature(model_class.__init__).parameters
+    for key in [k for k in init_args if k not in accepted]:
+        del init_args[key]
 
 
 class LanguageModel(pl.LightningModule):
@@ -51,8 +65,9 @@ class LanguageModel(pl.LightningModule):
         super().__init__()
         # Outside the CLI the injected module cannot be described by its config, so it is left out of hparams.
         self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
+        _drop_unaccepted_init_args(self.hparams.get("model"), type(model))
         self.model = model
-        self.val_loss = MeanMetric()
+        self._eval_loss_sum = torch.zeros(2)  # (sum of token losses, token count) over an evaluation
         self.tokenizer: Tokenizer | None = None
         self._tokens_seen_at = (0, time.perf_counter())
 
@@ -83,7 +98,12 @@ class LanguageModel(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (self.global_step % self.trainer.log_every_n_steps) != 0 or self.global_step == 0:
             return
-        tokens = self.global_step * batch[0].numel() * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        tokens = (
+            self.global_step
+            * batch[0].numel()
+            * self.trainer.world_size
+            * self.trainer.accumulate_grad_batches
+        )
         last_tokens, last_time = self._tokens_seen_at
         now = time.perf_counter()
         if tokens > last_tokens:
@@ -94,23 +114,39 @@ class LanguageModel(pl.LightningModule):
     def on_train_start(self) -> None:
         self._tokens_seen_at = (0, time.perf_counter())
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    # --- evaluation: the token-weighted mean loss over all ranks, and its perplexity ---
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         _, loss = self.model(x, y)
-        self.val_loss.update(loss, weight=y.numel())
+        self._eval_loss_sum += torch.stack(
+            [loss.detach().float() * y.numel(), torch.tensor(float(y.numel()))]
+        ).cpu()
+
+    def _log_evaluation(self, split: str) -> None:
+        totals = self.trainer.strategy.reduce(self._eval_loss_sum.to(self.device), reduce_op="sum")
+        self._eval_loss_sum = torch.zeros(2)
+        loss = totals[0] / totals[1].clamp(min=1)
+        self.log_dict(
+            {f"{split}/loss": loss, f"{split}/ppl": torch.exp(loss)}, prog_bar=split == "val", sync_dist=False
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_loss_sum = torch.zeros(2)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
 
     def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
-        self.log_dict({"val/loss": loss, "val/ppl": torch.exp(loss)}, prog_bar=True)
+        self._log_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_loss_sum = torch.zeros(2)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+        self._evaluate(batch)
 
     def on_test_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
-        self.log_dict({"test/loss": loss, "test/ppl": torch.exp(loss)})
+        self._log_evaluation("test")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -121,7 +157,9 @@ class LanguageModel(pl.LightningModule):
         ]
         device_type = next(self.model.parameters()).device.type
         fused = device_type in ("cuda", "cpu") and all(p.is_floating_point() for p in params)
-        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps, fused=fused)
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp.learning_rate, betas=tuple(hp.betas), eps=hp.eps, fused=fused
+        )
         decay_steps = hp.decay_steps or self.trainer.estimated_stepping_batches
         if not math.isfinite(decay_steps):
             raise UserError("set trainer.max_steps or model.decay_steps: the cosine schedule needs a length")
@@ -146,7 +184,9 @@ class LanguageModel(pl.LightningModule):
     ) -> str:
         """Continue `prompt` with sampled text (prompt included)."""
         if self.tokenizer is None:
-            raise UserError("this model has no tokenizer: load it from a checkpoint written by `lightning-llm fit`")
+            raise UserError(
+                "this model has no tokenizer: load it from a checkpoint written by `lightning-llm fit`"
+            )
         ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.encode("\n")
         idx = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None

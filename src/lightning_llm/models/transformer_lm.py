@@ -42,7 +42,9 @@ class TransformerLM(nn.Module):
         layer = nn.TransformerEncoderLayer(
             d_model, nhead, d_hid, dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, nlayers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(
+            layer, nlayers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
         self.decoder = nn.Linear(d_model, ntoken)
         nn.init.normal_(self.embedding.weight, std=0.02)
         nn.init.normal_(self.pos_embedding.weight, std=0.02)
@@ -70,7 +72,7 @@ class TransformerLM(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
-        if T > self.max_len:
+        if self.max_len < T:
             raise ValueError(f"sequence of length {T} is longer than max_len {self.max_len}")
         pos = torch.arange(T, device=idx.device)
         x = self.dropout(self.embedding(idx) + self.pos_embedding(pos))  # (B, T, C)

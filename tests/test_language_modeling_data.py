@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from lightning_llm.data.language_modeling import LanguageModelingDataModule
+from lightning_llm.data.windows import FixedWindows, RandomWindowBatches
+from lightning_llm.errors import UserError
+
+
+def make_dm(corpus, **kwargs) -> LanguageModelingDataModule:
+    kwargs = {"block_size": 16, "batch_size": 4, "cache_dir": "cache", **kwargs}
+    return LanguageModelingDataModule(path=str(corpus), **kwargs)
+
+
+def test_windows_are_shifted_by_one_and_shaped(tiny_corpus):
+    dm = make_dm(tiny_corpus)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    text = dm.tokenizer.decode(torch.cat([x[0], y[0, -1:]]).tolist())
+    assert text in tiny_corpus.read_text()
+
+
+def test_training_batches_are_reproducible_from_the_seed(tiny_corpus):
+    first = [x for x, _ in make_dm(tiny_corpus, seed=1).train_dataloader()]
+    again = [x for x, _ in make_dm(tiny_corpus, seed=1).train_dataloader()]
+    other = [x for x, _ in make_dm(tiny_corpus, seed=2).train_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_batches_depend_on_epoch_and_rank_and_resume_mid_epoch():
+    tokens = torch.arange(1000).numpy()
+    ds = RandomWindowBatches(tokens, 8, 4, batches_per_epoch=5, seed=0)
+    assert not torch.equal(ds.batch(0, 0)[0], ds.batch(1, 0)[0])
+    other_rank = RandomWindowBatches(tokens, 8, 4, 5, seed=0, rank=1)
+    assert not torch.equal(ds.batch(0, 0)[0], other_rank.batch(0, 0)[0])
+    resumed = RandomWindowBatches(tokens, 8, 4, 5, seed=0, start_batch=lambda: 3)
+    assert [x for x, _ in resumed] == [] or torch.equal(next(iter(resumed))[0], ds.batch(0, 3)[0])
+    assert len(list(resumed)) == 2
+
+
+def test_validation_windows_are_fixed_and_cover_the_split():
+    tokens = torch.arange(1000).numpy()
+    ds = FixedWindows(tokens, block_size=10, count=20)
+    assert len(ds) == 20
+    x, y = ds.__getitems__([0, 19])
+    assert x[0, 0].item() == 0 and y[1, -1].item() == 999
+    assert torch.equal(ds[5][0], FixedWindows(tokens, 10, 20)[5][0])
+
+
+def test_train_and_val_splits_do_not_overlap(tiny_corpus):
+    dm = make_dm(tiny_corpus, val_fraction=0.2)
+    n = len(dm.cache.tokens)
+    assert len(dm.train_tokens) + len(dm.val_tokens) == n
+    assert len(dm.val_tokens) == pytest.approx(0.2 * n, abs=1)
+
+
+def test_block_size_larger_than_validation_split_is_refused(tiny_corpus):
+    with pytest.raises(UserError, match="validation split has .* tokens"):
+        make_dm(tiny_corpus, block_size=5000).vocab_size  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "kwargs, message", [({"tokenizer": "word"}, "tokenizer"), ({"val_fraction": 1.5}, "val_fraction")]
+)
+def test_bad_settings_are_refused(tiny_corpus, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        make_dm(tiny_corpus, **kwargs)

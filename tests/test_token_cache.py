@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from lightning_llm.data.corpus import FileCorpus, resolve_files, stdlib_sources
+from lightning_llm.data.token_cache import build_or_load
+from lightning_llm.errors import UserError
+
+
+def test_cache_is_reused_and_invalidated_by_content_and_settings(tiny_corpus, tmp_path):
+    cache_dir = tmp_path / "cache"
+    first = build_or_load(FileCorpus([tiny_corpus]), cache_dir, "char", 0)
+    assert first.tokenizer.decode(first.tokens[:50].tolist()) == tiny_corpus.read_text()[:50]
+    mtime = (first.directory / "tokens.bin").stat().st_mtime_ns
+    again = build_or_load(FileCorpus([tiny_corpus]), cache_dir, "char", 0)
+    assert again.directory == first.directory
+    assert (again.directory / "tokens.bin").stat().st_mtime_ns == mtime  # reused, not rewritten
+
+    bpe = build_or_load(FileCorpus([tiny_corpus]), cache_dir, "bpe", 300)
+    assert bpe.directory != first.directory
+    assert len(bpe.tokens) < len(first.tokens)
+
+    tiny_corpus.write_text(tiny_corpus.read_text() + "a new line\n")
+    changed = build_or_load(FileCorpus([tiny_corpus]), cache_dir, "char", 0)
+    assert changed.directory != first.directory
+
+
+def test_uint16_tokens_and_no_temp_files_left(tiny_corpus, tmp_path):
+    cache = build_or_load(FileCorpus([tiny_corpus]), tmp_path / "cache", "char", 0)
+    assert cache.tokens.dtype == np.uint16
+    assert not list(cache.directory.glob(".tmp-*"))
+
+
+def test_incomplete_entry_is_rebuilt(tiny_corpus, tmp_path):
+    cache = build_or_load(FileCorpus([tiny_corpus]), tmp_path / "cache", "char", 0)
+    n = len(cache.tokens)
+    (cache.directory / "tokens.bin").write_bytes(b"\0\0")  # as if a run died mid-write without temp files
+    (cache.directory / ".tmp-stale").write_bytes(b"garbage")
+    rebuilt = build_or_load(FileCorpus([tiny_corpus]), tmp_path / "cache", "char", 0)
+    assert len(rebuilt.tokens) == n
+    assert not (cache.directory / ".tmp-stale").exists()
+
+
+def test_non_utf8_bytes_are_replaced_and_reported(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"good text\n\xff\xfe more text\n" * 10)
+    corpus = FileCorpus([path])
+    with pytest.warns(UserWarning, match="20 byte"):
+        text = "".join(corpus.texts())
+    assert "\ufffd" in text
+
+
+def test_files_globs_and_directories(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("1")
+    (tmp_path / "a" / "two.md").write_text("2")
+    (tmp_path / "a" / "skip.bin").write_bytes(b"\0")
+    assert [f.name for f in resolve_files(str(tmp_path / "a"))] == ["one.txt", "two.md"]
+    assert [f.name for f in resolve_files(str(tmp_path / "a" / "*.txt"))] == ["one.txt"]
+    assert len(resolve_files([str(tmp_path / "a" / "one.txt"), str(tmp_path / "a" / "two.md")])) == 2
+
+
+def test_stdlib_corpus_is_real_sorted_python():
+    files = stdlib_sources()
+    assert files == sorted(files)
+    assert len(files) > 100 and all(f.suffix == ".py" for f in files)
+    assert not any("site-packages" in f.parts for f in files)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: str(p / "missing.txt"), "does not exist"),
+        (lambda p: str(p / "nothing-*.txt"), "matches no files"),
+        (lambda p: str(p / "emptydir"), "holds no text files"),
+    ],
+)
+def test_bad_paths_name_the_problem(tmp_path, make, message):
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(UserError, match=message):
+        resolve_files(make(tmp_path))
+
+
+def test_empty_file_is_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError, match="empty"):
+        build_or_load(FileCorpus([empty]), tmp_path / "cache", "char", 0)
