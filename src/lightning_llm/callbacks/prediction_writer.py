@@ -1,0 +1,84 @@
+"""Write what `predict_step` returns to a CSV or JSONL file, one line per input row, in input order."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_llm.errors import UserError
+
+FORMATS = (".csv", ".jsonl")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Collect the predictions of `lightning-llm predict` and write them once, atomically, at the end.
+
+    `predict_step` must return, per batch, a dict of equally long lists (columns), e.g.
+    `{"id": [...], "text": [...], "label": [...], "probability": [...]}`; the file gets one row per
+    entry, columns in that order, batches in dataloader order (the input order, unshuffled).
+    """
+
+    def __init__(self, output_file: str = "predictions.csv") -> None:
+        """
+        Args:
+            output_file: Where to write; `.csv` or `.jsonl`, chosen by the extension. Folders are created.
+        """
+        super().__init__(write_interval="epoch")
+        if Path(output_file).suffix.lower() not in FORMATS:
+            raise UserError(
+                f"prediction file {output_file!r} must end in {' or '.join(FORMATS)}; change output_file."
+            )
+        self.output_file = output_file
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        # With several predict dataloaders Lightning nests one list per dataloader; rows are written in turn.
+        batches = predictions
+        if batches and isinstance(batches[0], list):
+            batches = [batch for dataloader in batches for batch in dataloader]
+        rows = [row for batch in batches for row in _rows(batch)]
+        path = Path(self.output_file)
+        write_rows(path, rows)
+        rank_zero_info(f"wrote {len(rows):,} predictions to {path}")
+
+
+def _rows(columns: dict[str, list]) -> list[dict[str, Any]]:
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"predict_step returned columns of different lengths: {sorted(lengths)}")
+    count = lengths.pop() if lengths else 0
+    return [{name: values[index] for name, values in columns.items()} for index in range(count)]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows to `path` (CSV or JSONL by extension) through a temporary file in the same folder, so the
+    file is either the old one or complete, never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as file:
+            if path.suffix.lower() == ".jsonl":
+                for row in rows:
+                    file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
