@@ -72,11 +72,13 @@ def save_tiny_bert(folder: Path, layers: int = 2) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + WORDS + ["##s", "##ly", "i"]) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokens = SPECIAL + WORDS + ["##s", "##ly", "i"]
+    # transformers v5 ignores `vocab_file=` in the constructor (it only reads files in from_pretrained).
+    tokenizer = BertTokenizerFast(
+        vocab={token: index for index, token in enumerate(tokens)}, do_lower_case=True
+    )
     config = BertConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokens),
         hidden_size=32,
         num_hidden_layers=layers,
         num_attention_heads=2,

@@ -211,6 +211,9 @@ class TextClassificationDataModule(LightningDataModule):
     @property
     def num_labels(self) -> int:
         """Number of model outputs: classes, or 1 for regression."""
+        # The CLI reads this right after building the data module and before the model: resolving the
+        # tokenizer (= the model's `pretrained`) here turns a wrong path into one error line, not a traceback.
+        _ = self._tokenizer_path
         return len(self.label_names)
 
     # Lightning hooks.
@@ -267,15 +270,19 @@ class TextClassificationDataModule(LightningDataModule):
         )
 
     @cached_property
+    def _tokenizer_path(self) -> str | None:
+        return None if self.tokenizer_name is None else resolve_pretrained(self.tokenizer_name)
+
+    @cached_property
     def _tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        if self.tokenizer_name is None:
+        if self._tokenizer_path is None:
             raise UserError(
                 "no tokenizer given; set --model.init_args.pretrained (the CLI copies it) or --data.tokenizer."
             )
         # transformers v5 tokenizers are backed by the Rust `tokenizers` library (fast) by default.
-        return AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        return AutoTokenizer.from_pretrained(self._tokenizer_path)
 
     def _table(self, split: Split) -> TextTable:
         if split not in self._tables:
