@@ -66,3 +66,33 @@ def test_block_size_larger_than_validation_split_is_refused(tiny_corpus):
 def test_bad_settings_are_refused(tiny_corpus, kwargs, message):
     with pytest.raises(UserError, match=message):
         make_dm(tiny_corpus, **kwargs)
+
+
+class _FakeHubDataset(list):
+    column_names = ["text", "id"]
+    _fingerprint = "fake-wikitext-v1"
+
+
+def test_hub_dataset_is_read_through_the_datasets_package(monkeypatch):
+    import sys
+    import types
+
+    rows = _FakeHubDataset({"text": f"line {i} of a hub corpus", "id": i} for i in range(400))
+    calls = []
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config, split: calls.append((name, config, split)) or rows
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    dm = LanguageModelingDataModule(hf_dataset="wikitext", hf_config="raw", block_size=16, cache_dir="cache")
+    assert dm.vocab_size > 10
+    assert calls == [("wikitext", "raw", "train")]
+    assert dm.tokenizer.decode(dm.cache.tokens[:24].tolist()) == "line 0 of a hub corpus\nl"
+    with pytest.raises(UserError, match="no column 'body'"):
+        LanguageModelingDataModule(hf_dataset="wikitext", hf_text_column="body", cache_dir="cache").vocab_size  # noqa: B018
+
+
+def test_hub_dataset_without_the_extra_names_the_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
+    with pytest.raises(UserError, match=r"lightning-llm\[hub\]"):
+        LanguageModelingDataModule(hf_dataset="wikitext", cache_dir="cache").vocab_size  # noqa: B018
