@@ -98,11 +98,23 @@ def train(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data_path", required=True)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    print(json.dumps(train(args.data_path, args.steps, seed=args.seed, warmup_steps=args.warmup_steps, threads=args.threads)))
+    print(
+        json.dumps(
+            train(
+                args.data_path,
+                args.steps,
+                seed=args.seed,
+                warmup_steps=args.warmup_steps,
+                threads=args.threads,
+            )
+        )
+    )

@@ -77,7 +77,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.hf = (hf_dataset, hf_config, hf_split, hf_text_column)
         self._cache: TokenCache | None = None
-        self._resume_batch = 0
 
     # --- the corpus, prepared on first use (the CLI reads vocab_size right after __init__) ---
     @property
@@ -133,12 +132,11 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         world = self.trainer.world_size if self.trainer else 1
         return max(1, len(self.train_tokens) // (self.batch_size * self.block_size * world))
 
-    def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer else 0
-
-    def _take_resume_batch(self) -> int:
-        start, self._resume_batch = self._resume_batch, 0
-        return start
+    def _batches_trained(self) -> int:
+        """Global index of the next training batch: optimizer steps so far times gradient accumulation."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.global_step * self.trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
         dataset = RandomWindowBatches(
@@ -148,8 +146,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             self.batches_per_epoch,
             self.seed,
             rank=self.trainer.global_rank if self.trainer else 0,
-            epoch=self._current_epoch,
-            start_batch=self._take_resume_batch,
+            start_batch=self._batches_trained,
         )
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
 

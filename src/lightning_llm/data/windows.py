@@ -17,10 +17,11 @@ def _windows(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[
 
 
 class RandomWindowBatches(IterableDataset):
-    """Whole batches of windows at random offsets, a pure function of (seed, epoch, batch index, rank).
+    """Whole batches of windows at random offsets, a pure function of (seed, global batch index, rank).
 
-    Being a pure function makes every run with the same seed see the same data, lets a resumed run
-    continue mid-epoch at the right batch, and gives each DDP rank its own windows.
+    The global batch index counts every batch of the run (optimizer steps x accumulation), so every run
+    with the same seed sees the same data, a resumed run continues at exactly the batch it stopped at,
+    mid-epoch included, and each DDP rank draws its own windows.
     """
 
     def __init__(
@@ -31,7 +32,6 @@ class RandomWindowBatches(IterableDataset):
         batches_per_epoch: int,
         seed: int,
         rank: int = 0,
-        epoch: Callable[[], int] = lambda: 0,
         start_batch: Callable[[], int] = lambda: 0,
     ) -> None:
         self.tokens = tokens
@@ -40,24 +40,23 @@ class RandomWindowBatches(IterableDataset):
         self.batches_per_epoch = batches_per_epoch
         self.seed = seed
         self.rank = rank
-        self.epoch = epoch
         self.start_batch = start_batch
         self.n_offsets = len(tokens) - block_size  # last offset still has block_size + 1 tokens
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, epoch, index, self.rank])
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index, self.rank])
         offsets = rng.integers(0, self.n_offsets, size=self.batch_size)  # (B,)
         return _windows(self.tokens, offsets, self.block_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         worker = get_worker_info()
         worker_id, n_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        epoch, start = self.epoch(), self.start_batch()
-        for index in range(start + worker_id, self.batches_per_epoch, n_workers):
-            yield self.batch(epoch, index)
+        start = self.start_batch()  # batches already trained on in this run, before this epoch or resume
+        for index in range(start + worker_id, start + self.batches_per_epoch, n_workers):
+            yield self.batch(index)
 
 
 class FixedWindows(Dataset):
