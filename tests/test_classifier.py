@@ -145,6 +145,19 @@ def test_backbone_unfreezes_at_its_epoch_with_a_lower_learning_rate(sst_like_dir
         classifier(tiny_bert, unfreeze_at_epoch=1)
 
 
+def test_resuming_after_the_unfreeze_epoch_restores_every_optimizer_group(tmp_path, sst_like_dir, tiny_bert):
+    options = {"freeze": "lower_layers", "frozen_layers": 1, "unfreeze_at_epoch": 1}
+    fit = trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1)
+    fit.fit(classifier(tiny_bert, **options), data(sst_like_dir, tiny_bert))
+    fit.save_checkpoint(tmp_path / "unfrozen.ckpt")
+    resumed = trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    resumed.fit(
+        classifier(tiny_bert, **options), data(sst_like_dir, tiny_bert), ckpt_path=tmp_path / "unfrozen.ckpt"
+    )
+    groups = resumed.optimizers[0].param_groups
+    assert len(groups) == 4 and groups[2]["initial_lr"] == pytest.approx(0.1 * groups[0]["initial_lr"])
+
+
 def test_no_weight_decay_on_biases_and_layer_norm(tiny_bert):
     module = classifier(tiny_bert, weight_decay=0.1)
     module.trainer = trainer(max_steps=10)
