@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from lightning_llm.data.language_modeling import LanguageModelingDataModule
-from lightning_llm.data.windows import FixedWindows, RandomWindowBatches
+from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches
 from lightning_llm.errors import UserError
 
 
@@ -28,20 +29,35 @@ def test_training_batches_are_reproducible_from_the_seed(tiny_corpus):
     assert not torch.equal(first[0], other[0])
 
 
-def test_batches_follow_the_global_batch_index_and_rank():
-    tokens = torch.arange(1000).numpy()
-    ds = RandomWindowBatches(tokens, 8, 4, batches_per_epoch=5, seed=0)
+def test_an_epoch_tiles_the_tokens_once_in_shuffled_order():
+    tokens = np.arange(1000)
+    ds = ShuffledWindowBatches(tokens, block_size=10, batch_size=4, seed=0)
+    epoch = [x for x, _ in ds]
+    assert len(epoch) == len(ds) == 24  # 98 or 99 windows of 11 tokens, 4 per batch
+    starts = torch.cat([x[:, 0] for x in epoch])
+    assert len(set(starts.tolist())) == len(starts)  # no window twice in an epoch
+    phase = starts[0].item() % 10
+    assert all(s % 10 == phase for s in starts.tolist())  # windows tile the tokens from one phase
+    assert starts.tolist() != sorted(starts.tolist())  # shuffled
+    next_epoch = ShuffledWindowBatches(tokens, 10, 4, seed=0, start_batch=lambda: 24)
+    assert not torch.equal(next(iter(next_epoch))[0], epoch[0])
+
+
+def test_batches_follow_the_global_batch_index_and_ranks_split_the_windows():
+    tokens = np.arange(1000)
+    ds = ShuffledWindowBatches(tokens, 10, 4, seed=0)
     first_epoch = [x for x, _ in ds]
-    assert len(first_epoch) == 5 and not torch.equal(first_epoch[0], first_epoch[1])
-    other_rank = RandomWindowBatches(tokens, 8, 4, 5, seed=0, rank=1)
-    assert not torch.equal(ds.batch(0)[0], other_rank.batch(0)[0])
-    resumed = [x for x, _ in RandomWindowBatches(tokens, 8, 4, 5, seed=0, start_batch=lambda: 3)]
-    assert len(resumed) == 5  # an epoch's worth, starting where the run stopped
-    assert all(torch.equal(a, b) for a, b in zip(resumed[:2], first_epoch[3:], strict=True))
+    resumed = [x for x, _ in ShuffledWindowBatches(tokens, 10, 4, seed=0, start_batch=lambda: 3)]
+    assert len(resumed) == len(first_epoch)  # an epoch's worth, starting where the run stopped
+    assert all(torch.equal(a, b) for a, b in zip(resumed[: len(resumed) - 3], first_epoch[3:], strict=True))
+    ranks = [ShuffledWindowBatches(tokens, 10, 4, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == 12
+    rank_starts = [set(torch.cat([x[:, 0] for x, _ in r]).tolist()) for r in ranks]
+    assert not rank_starts[0] & rank_starts[1]  # the ranks share no window
 
 
 def test_validation_windows_are_fixed_and_cover_the_split():
-    tokens = torch.arange(1000).numpy()
+    tokens = np.arange(1000)
     ds = FixedWindows(tokens, block_size=10, count=20)
     assert len(ds) == 20
     x, y = ds.__getitems__([0, 19])

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.tokenizers import Tokenizer
-from lightning_llm.data.windows import FixedWindows, RandomWindowBatches, keep_batch
+from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
 
 
@@ -126,12 +126,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.cache  # noqa: B018 - builds the cache once, on rank 0 of each node
 
     # --- loaders ---
-    @property
-    def batches_per_epoch(self) -> int:
-        """An epoch sees about as many tokens as the training split holds, split over the devices."""
-        world = self.trainer.world_size if self.trainer else 1
-        return max(1, len(self.train_tokens) // (self.batch_size * self.block_size * world))
-
     def _batches_trained(self) -> int:
         """Global index of the next training batch: optimizer steps so far times gradient accumulation."""
         if self.trainer is None:
@@ -139,13 +133,13 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         return self.trainer.global_step * self.trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
-        dataset = RandomWindowBatches(
+        dataset = ShuffledWindowBatches(
             self.train_tokens,
             self.block_size,
             self.batch_size,
-            self.batches_per_epoch,
             self.seed,
             rank=self.trainer.global_rank if self.trainer else 0,
+            world_size=self.trainer.world_size if self.trainer else 1,
             start_batch=self._batches_trained,
         )
         return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)

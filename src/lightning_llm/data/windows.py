@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -16,12 +17,23 @@ def _windows(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[
     return rows[:, :-1], rows[:, 1:]
 
 
-class RandomWindowBatches(IterableDataset):
-    """Whole batches of windows at random offsets, a pure function of (seed, global batch index, rank).
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n_tokens: int, block_size: int) -> tuple[int, np.ndarray]:
+    """The epoch's random phase and window order (cached: every batch of an epoch needs it)."""
+    rng = np.random.default_rng([seed, epoch])
+    phase = int(rng.integers(0, block_size))
+    n_windows = (n_tokens - 1 - phase - block_size) // block_size + 1
+    return phase, rng.permutation(n_windows)
 
-    The global batch index counts every batch of the run (optimizer steps x accumulation), so every run
-    with the same seed sees the same data, a resumed run continues at exactly the batch it stopped at,
-    mid-epoch included, and each DDP rank draws its own windows.
+
+class ShuffledWindowBatches(IterableDataset):
+    """Batches of windows that tile the tokens, shuffled per epoch: a pure function of (seed, batch index, rank).
+
+    Each epoch picks a random phase and a random order of the non-overlapping windows starting at
+    phase + k * block_size, so every token is trained on once per epoch (random offsets with replacement
+    leave about a fifth of a corpus unseen after 1.5 epochs). The batch index counts every batch of the
+    run (optimizer steps x accumulation), so a run with the same seed sees the same data, a resumed run
+    continues at exactly the batch it stopped at, mid-epoch included, and each rank takes its own share.
     """
 
     def __init__(
@@ -29,26 +41,33 @@ class RandomWindowBatches(IterableDataset):
         tokens: np.ndarray,
         block_size: int,
         batch_size: int,
-        batches_per_epoch: int,
         seed: int,
         rank: int = 0,
+        world_size: int = 1,
         start_batch: Callable[[], int] = lambda: 0,
     ) -> None:
         self.tokens = tokens
         self.block_size = block_size
         self.batch_size = batch_size
-        self.batches_per_epoch = batches_per_epoch
         self.seed = seed
         self.rank = rank
+        self.world_size = world_size
         self.start_batch = start_batch
-        self.n_offsets = len(tokens) - block_size  # last offset still has block_size + 1 tokens
+        # windows of block_size + 1 tokens at phase + k * block_size; the largest phase leaves the fewest
+        fewest_windows = (len(tokens) - block_size - block_size) // block_size + 1
+        self.batches_per_epoch = max(1, fewest_windows // (batch_size * world_size))
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
+    def _epoch_order(self, epoch: int) -> tuple[int, np.ndarray]:
+        return _epoch_order(self.seed, epoch, len(self.tokens), self.block_size)
+
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, index, self.rank])
-        offsets = rng.integers(0, self.n_offsets, size=self.batch_size)  # (B,)
+        epoch, position = divmod(index, self.batches_per_epoch)
+        phase, order = self._epoch_order(epoch)
+        first = (position * self.world_size + self.rank) * self.batch_size
+        offsets = phase + order[first : first + self.batch_size] * self.block_size  # (B,)
         return _windows(self.tokens, offsets, self.block_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
