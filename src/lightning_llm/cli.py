@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
+from pathlib import Path
 from typing import NoReturn
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.errors import UserError
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
@@ -31,6 +34,11 @@ _TELLING = re.compile(
 )
 
 
+# Lightning warnings that say nothing about the user's run: our window datasets define __len__ on purpose.
+for _message in (r".*IterableDataset. has .__len__. defined.*", r".*isinstance\(treespec, LeafSpec\).*"):
+    warnings.filterwarnings("ignore", message=_message)
+
+
 class ConciseArgumentParser(LightningArgumentParser):
     """Prints a config mistake as one short message instead of the usage text and the whole config."""
 
@@ -43,6 +51,11 @@ class ConciseArgumentParser(LightningArgumentParser):
 
 class LLMCLI(LightningCLI):
     """LightningCLI with the links between data and model, and the TensorBoard logger by default."""
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is not None and config.get("ckpt_path") == "last":
+            resume_last_run(config)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
@@ -57,6 +70,28 @@ class LLMCLI(LightningCLI):
                 }
             }
         )
+
+
+def resume_last_run(config) -> None:
+    """`--ckpt_path last`: the newest `last.ckpt` of this run's logger folder; logging continues in that version."""
+    logger = config.get("trainer.logger")
+    init_args = logger.get("init_args") if logger is not None and hasattr(logger, "get") else None
+    if init_args is None:
+        return  # no logger folder to search: leave "last" to Lightning (ModelCheckpoint with a dirpath)
+    root = Path(init_args.get("save_dir") or ".") / (init_args.get("name") or "")
+    version = init_args.get("version")
+    pattern = (
+        f"{version if isinstance(version, str) else f'version_{version}'}" if version is not None else "*"
+    )
+    found = sorted(root.glob(f"{pattern}/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(
+            f"--ckpt_path last: no last.ckpt under {root}/{pattern}/checkpoints; train first, or pass a path"
+        )
+    newest = found[-1]
+    config["ckpt_path"] = str(newest)
+    init_args["version"] = newest.parent.parent.name
+    print(f"Resuming from {newest}", file=sys.stderr)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -74,6 +109,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [GracefulStop()]},
             parser_class=ConciseArgumentParser,
             args=args if args is None else argv,
         )

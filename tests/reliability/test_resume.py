@@ -1,0 +1,115 @@
+"""Runs that survive: exact resume (mid-epoch too), SIGTERM/SIGINT, SIGKILL, and `--ckpt_path last`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lm_helpers import tiny_lm_overrides
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_llm.cli import main
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "gpt-shakespeare-char.yaml"
+
+
+def lm_fit_args(corpus: Path, steps: int, version: str) -> list[str]:
+    args = ["fit", "--config", str(CONFIG), *tiny_lm_overrides(corpus), "--trainer.max_steps", str(steps)]
+    # validation (and the ModelCheckpoint's last.ckpt) every 4 steps; an epoch is 11 steps, so resumes land mid-epoch
+    args += [
+        "--trainer.val_check_interval",
+        "4",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    return [*args, "--trainer.logger.init_args.version", version]
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("train/loss")}
+
+
+def test_resume_mid_epoch_repeats_the_uninterrupted_losses_exactly(tiny_corpus):
+    main(lm_fit_args(tiny_corpus, 20, "straight"))
+    straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
+    main(lm_fit_args(tiny_corpus, 10, "interrupted"))  # its last.ckpt is from step 8
+    main([*lm_fit_args(tiny_corpus, 20, "interrupted"), "--ckpt_path", "last"])
+    resumed = step_losses(Path("logs/gpt-shakespeare-char/interrupted"))
+    assert len(straight) == 20
+    for step in range(8, 20):
+        assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
+
+
+def test_ckpt_path_last_without_any_run_is_one_clear_error(tiny_corpus, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*lm_fit_args(tiny_corpus, 4, "x"), "--ckpt_path", "last"])
+    assert exited.value.code == 2
+    assert "no last.ckpt under logs/gpt-shakespeare-char" in capsys.readouterr().err
+
+
+def start_training(corpus: Path, steps: int, version: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    code = "import sys; from lightning_llm.cli import main; main(sys.argv[1:])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *lm_fit_args(corpus, steps, version)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early:\n{process.stdout.read()}")
+        if (run_dir / "checkpoints" / "last.ckpt").exists() and max(step_losses(run_dir), default=-1) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_a_resumable_checkpoint_and_exits_cleanly(tiny_corpus, signum):
+    run_dir = Path("logs/gpt-shakespeare-char/preempted")
+    process = start_training(tiny_corpus, 400, "preempted")
+    wait_for_step(process, run_dir, 5)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert f"Stopped by {signal.Signals(signum).name}" in output and "--ckpt_path last" in output
+    assert "Traceback" not in output
+    last = run_dir / "checkpoints" / "last.ckpt"
+    stopped_at = torch.load(last, weights_only=True)["global_step"]
+    assert 5 <= stopped_at < 400
+    main([*lm_fit_args(tiny_corpus, stopped_at + 3, "preempted"), "--ckpt_path", "last"])
+    assert torch.load(last, weights_only=True)["global_step"] == stopped_at + 3  # continued, not from scratch
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tiny_corpus):
+    main(lm_fit_args(tiny_corpus, 24, "straight"))
+    straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
+    run_dir = Path("logs/gpt-shakespeare-char/killed")
+    process = start_training(tiny_corpus, 24, "killed")
+    wait_for_step(process, run_dir, 13)
+    process.kill()
+    process.wait()
+    main([*lm_fit_args(tiny_corpus, 24, "killed"), "--ckpt_path", "last"])
+    resumed = step_losses(run_dir)
+    for step in range(16, 24):
+        assert resumed[step] == straight[step]
+    for leftover in Path("logs").rglob("*"):
+        assert ".tmp" not in leftover.name, f"half-written file left behind: {leftover}"
