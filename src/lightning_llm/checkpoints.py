@@ -5,39 +5,79 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lightning.pytorch as pl
+import torch
 
 from lightning_llm.errors import UserError
 
 ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
+_CORRUPT = (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)
 
 
-def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "cpu") -> ModuleT:
-    """`cls.load_from_checkpoint`, with a UserError for a missing, corrupt or foreign checkpoint."""
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents (memory-mapped, tensors only: no code runs), or a UserError saying what is wrong."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise UserError(
             f"checkpoint {path} does not exist; pass the .ckpt file written by `lightning-llm fit`"
         )
     try:
-        return cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as error:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except _CORRUPT as error:
         raise UserError(
             f"checkpoint {path} is truncated or corrupt ({error}); use another checkpoint"
         ) from None
-    except RuntimeError as error:
-        message = str(error)
-        if "size mismatch" in message or "Missing key" in message or "Unexpected key" in message:
-            first = next(
-                (line.strip() for line in message.splitlines() if "size mismatch" in line), message[:300]
-            )
-            raise UserError(f"checkpoint {path} does not fit this model: {first}") from None
-        if "zip archive" in message or "PytorchStreamReader" in message:
+    except (OSError, RuntimeError) as error:
+        # torch reports a damaged archive as a zip, mmap or stream-reader failure
+        if isinstance(error, OSError) or any(w in str(error) for w in ("zip", "mmap", "PytorchStreamReader")):
             raise UserError(f"checkpoint {path} is truncated or corrupt; use another checkpoint") from None
         raise
-    except KeyError as error:
+
+
+def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: str | Path) -> None:
+    """Refuse a checkpoint of another model: name the first missing, extra or differently shaped parameter."""
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, dict):
         raise UserError(
-            f"checkpoint {path} was not written by {cls.__name__} (missing {error}); use a checkpoint of this model"
-        ) from None
+            f"checkpoint {ckpt_path} holds no model weights (no state_dict); use a `fit` checkpoint"
+        )
+    expected = module.state_dict()
+    for name, tensor in expected.items():
+        if name not in saved:
+            raise UserError(
+                f"checkpoint {ckpt_path} does not fit this model: it has no parameter {name!r}; "
+                "use a checkpoint of the same model and config"
+            )
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise UserError(
+                f"checkpoint {ckpt_path} does not fit this model: {name} has shape {tuple(saved[name].shape)} "
+                f"in the checkpoint but {tuple(tensor.shape)} in the model; use the config it was trained with"
+            )
+    extra = next((name for name in saved if name not in expected), None)
+    if extra is not None:
+        raise UserError(
+            f"checkpoint {ckpt_path} does not fit this model: it has an unknown parameter {extra!r}; "
+            "use a checkpoint of the same model and config"
+        )
+
+
+def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "cpu") -> ModuleT:
+    """`cls.load_from_checkpoint` with a UserError for a missing, corrupt or foreign checkpoint."""
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = checkpoint.get("hyper_parameters", {})
+    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if class_path is not None and class_path.rsplit(".", 1)[-1] != cls.__name__:
+        raise UserError(
+            f"checkpoint {ckpt_path} holds a {class_path}, not a {cls.__name__}; use a matching checkpoint"
+        )
+    try:
+        return cls.load_from_checkpoint(
+            Path(ckpt_path).expanduser(), map_location=map_location, weights_only=True
+        )
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), None)
+        if first is None:
+            raise
+        raise UserError(f"checkpoint {ckpt_path} does not fit this model: {first}") from None

@@ -11,7 +11,9 @@ from typing import NoReturn
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
+from lightning_llm.checkpoints import check_fits, read_checkpoint
 from lightning_llm.errors import UserError
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
@@ -56,6 +58,12 @@ class LLMCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is not None and config.get("ckpt_path") == "last":
             resume_last_run(config)
+
+    def after_instantiate_classes(self) -> None:
+        ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            # a wrong checkpoint fails here with one sentence, not deep inside Lightning's restore
+            check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
@@ -109,7 +117,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [GracefulStop()]},
+            trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss()]},
             parser_class=ConciseArgumentParser,
             args=args if args is None else argv,
         )

@@ -14,6 +14,19 @@ from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep
 from lightning_llm.errors import UserError
 
 
+class PositionFromStepLoader(DataLoader):
+    """A DataLoader whose position needs no saving: its dataset starts at the trainer's global step.
+
+    Having `state_dict` tells Lightning the loader resumes exactly, mid-epoch included.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 class LanguageModelingDataModule(pl.LightningDataModule):
     """Token windows from a text corpus, for next-token prediction.
 
@@ -142,7 +155,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             world_size=self.trainer.world_size if self.trainer else 1,
             start_batch=self._batches_trained,
         )
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
+        return PositionFromStepLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch
+        )
 
     def val_dataloader(self) -> DataLoader:
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
