@@ -20,6 +20,30 @@ from lightning_llm.lit.schedules import warmup_cosine
 from lightning_llm.models import GPT
 
 
+def train_steps(model: torch.nn.Module, dm: LanguageModelingDataModule, steps: int, warmup: int) -> float:
+    """Seconds for the training steps after the first `warmup` ones, nanoGPT style (no evaluation)."""
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), fused=True)
+    batches = iter(dm.train_dataloader())
+    start = 0.0
+    for step in range(steps):
+        if step == warmup:
+            start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * warmup_cosine(step, 100, steps, 0.1)
+        x, y = next(batches)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+    return time.perf_counter() - start
+
+
 def train(
     data_path: str,
     steps: int = 2000,
