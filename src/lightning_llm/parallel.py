@@ -1,0 +1,98 @@
+"""Per-block activation checkpointing, compilation and FSDP2 sharding, shared by every LightningModule.
+
+`parallelize(model, device_mesh, compile, activation_checkpointing)` applies, in this order:
+1. activation checkpointing of each repeated block (recompute its activations in the backward pass),
+2. `torch.compile` of each block, in place (`block.compile()`), so parameter names stay clean,
+3. `fully_shard` (FSDP2) of each block, then of the root, over `device_mesh` (skipped without a mesh).
+
+The repeated blocks are `model.blocks` (GPT, TransformerLM) or, for other models such as a Hugging Face
+BERT, the largest `nn.ModuleList` whose children all share one class (`bert.encoder.layer`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+# Marks a model that `parallelize` has already transformed: Lightning may call `configure_model` again
+# (e.g. `trainer.test` after `trainer.fit`), and compiling or sharding twice would fail.
+_DONE = "_lightning_llm_parallelized"
+
+
+def repeated_blocks(module: nn.Module) -> nn.ModuleList:
+    """The repeated layers of a model: `module.blocks`, else the largest ModuleList of one layer class."""
+    blocks = getattr(module, "blocks", None)
+    if isinstance(blocks, nn.ModuleList):
+        return blocks
+    candidates = [
+        child
+        for child in module.modules()
+        if isinstance(child, nn.ModuleList) and len(child) > 0 and len({type(layer) for layer in child}) == 1
+    ]
+    if not candidates:
+        raise ValueError(
+            f"{type(module).__name__} has no `blocks` ModuleList and no ModuleList of repeated layers to "
+            "checkpoint, compile or shard"
+        )
+    return max(candidates, key=lambda layers: sum(p.numel() for p in layers.parameters()))
+
+
+def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
+    """A 1-D mesh of every rank: ModelParallelStrategy builds a 2-D (data_parallel, tensor_parallel) mesh
+    with `tensor_parallel_size` = devices per node by default; without tensor parallelism both dimensions
+    shard the parameters, so FSDP2 shards over all ranks (ZeRO-3) whatever the split."""
+    if device_mesh.ndim == 1:
+        return device_mesh
+    return device_mesh._flatten("fsdp")
+
+
+def parallelize(
+    model: nn.Module,
+    device_mesh: DeviceMesh | None = None,
+    compile: bool = False,
+    activation_checkpointing: bool = False,
+) -> nn.Module:
+    """Checkpoint, compile and shard `model` block by block (in that order), in place; returns `model`.
+
+    Args:
+        model: A model exposing its repeated layers (see `repeated_blocks`).
+        device_mesh: The mesh of ModelParallelStrategy (`LightningModule.device_mesh`); None leaves the
+            parameters whole (single device, DDP, or Lightning's FSDPStrategy, which wraps by itself).
+        compile: Compile each block with `torch.compile` (in place: `state_dict` keys do not change).
+        activation_checkpointing: Recompute each block's activations in the backward pass.
+    """
+    if getattr(model, _DONE, False) or not (compile or activation_checkpointing or device_mesh is not None):
+        return model
+    blocks = repeated_blocks(model)
+    if activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        # The wrapper's state-dict hooks drop its `_checkpoint_wrapped_module.` prefix: keys stay clean.
+        for index, block in enumerate(blocks):
+            blocks[index] = checkpoint_wrapper(block)
+    if compile:
+        for block in blocks:
+            block.compile()  # compiles the block's call in place; no `_orig_mod.` in parameter names
+    if device_mesh is not None:
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = data_parallel_mesh(device_mesh)
+        for block in blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    setattr(model, _DONE, True)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when some parameter lives in shards across ranks (FSDP2 DTensor or FSDP1 flat parameters)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters()) or any(
+        isinstance(m, FullyShardedDataParallel) for m in model.modules()
+    )
