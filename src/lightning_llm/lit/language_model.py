@@ -88,8 +88,11 @@ class LanguageModel(pl.LightningModule):
         """Lightning calls this before wrapping the module (DDP, FSDP) and before the optimizer exists.
 
         Blocks are compiled in place even without a mesh; `fully_shard` applies only under
-        ModelParallelStrategy, which sets `self.device_mesh`.
+        ModelParallelStrategy, which sets `self.device_mesh`. `load_from_checkpoint` calls this hook too,
+        without a Trainer: a loaded module stays eager (no compile wait before `generate`).
         """
+        if self._trainer is None:
+            return
         parallelize(
             self.model,
             self.device_mesh,
