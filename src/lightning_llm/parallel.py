@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn as nn
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
     from torch.distributed.device_mesh import DeviceMesh
 
 # Marks a model that `parallelize` has already transformed: Lightning may call `configure_model` again
@@ -96,3 +98,39 @@ def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters()) or any(
         isinstance(m, FullyShardedDataParallel) for m in model.modules()
     )
+
+
+def clip_gradients(
+    module: pl.LightningModule,
+    optimizer: torch.optim.Optimizer,
+    gradient_clip_val: float | None = None,
+    gradient_clip_algorithm: str | None = None,
+) -> None:
+    """`LightningModule.configure_gradient_clipping` that also clips where Lightning 2.6 refuses to:
+
+    - Lightning's FSDPStrategy (FSDP1) by norm: its precision plugin has no handle on the root module and
+      raises; the root `FullyShardedDataParallel.clip_grad_norm_` computes the norm over all shards.
+    - bf16-mixed with a fused optimizer: Lightning refuses because a fused optimizer unscales fp16 gradients
+      inside its step, but bf16 autocast scales nothing, so the gradients are already true values.
+
+    Everything else (fp32, DDP, FSDP2's DTensor gradients, ...) goes through Lightning's own clipping.
+    """
+    trainer = module.trainer
+    clip_val = trainer.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+    algorithm = str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm) or "norm").lower()
+    if not clip_val:
+        return
+    root = trainer.strategy.model
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if algorithm == "norm" and isinstance(root, FullyShardedDataParallel):
+        root.clip_grad_norm_(clip_val)
+        return
+    if trainer.precision == "bf16-mixed" and getattr(optimizer, "defaults", {}).get("fused"):
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, clip_val)
+        else:
+            torch.nn.utils.clip_grad_value_(params, clip_val)
+        return
+    module.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)

@@ -17,7 +17,7 @@ from lightning_llm.callbacks.text_samples import TextSamples
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.lit.schedules import warmup_cosine
-from lightning_llm.parallel import is_sharded, parallelize
+from lightning_llm.parallel import clip_gradients, is_sharded, parallelize
 
 
 def built_by_cli() -> bool:
@@ -99,6 +99,12 @@ class LanguageModel(pl.LightningModule):
             compile=self.hparams.get("compile", False),
             activation_checkpointing=self.hparams.get("activation_checkpointing", False),
         )
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        # `trainer.gradient_clip_val` under every preset: also FSDPStrategy and bf16-mixed + fused AdamW
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # --- the tokenizer travels with the checkpoint, so generation needs no data module ---
     def setup(self, stage: str) -> None:
