@@ -233,14 +233,21 @@ def test_length_grouped_sampler_is_random_per_epoch_and_reproducible():
 # Prediction input and output.
 
 
-def test_predict_split_keeps_row_order_and_ids(sst_like_dir, tiny_bert):
+def test_predict_batches_carry_input_positions_ids_and_texts(sst_like_dir, tiny_bert):
     data = data_module(sst_like_dir, tiny_bert, eval_batch_size=5, group_by_length=True)
     data.setup("predict")
     batches = list(data.predict_dataloader())
-    ids = [row_id for batch in batches for row_id in batch["id"]]
-    assert ids == [str(i) for i in range(13)]
-    assert batches[0]["text"][0] == "awful actors"
+    rows = sorted(
+        (row, row_id, text)
+        for batch in batches
+        for row, row_id, text in zip(batch["row"], batch["id"], batch["text"], strict=True)
+    )
+    assert [row for row, _, _ in rows] == list(range(13))
+    assert [row_id for _, row_id, _ in rows] == [str(i) for i in range(13)]
+    assert rows[0][2] == "awful actors"
     assert "labels" not in batches[0]
+    # Length order cuts padding; the input order comes back from `row` when predictions are written.
+    assert [batch["row"] for batch in batches] != sorted(batch["row"] for batch in batches)
 
 
 def test_predict_ids_fall_back_to_row_numbers_and_explicit_id_column_must_exist(tmp_path, tiny_bert):
@@ -262,6 +269,17 @@ def test_prediction_writer_csv_and_jsonl(tmp_path):
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["p.csv", "p.jsonl"]  # no temp files
     with pytest.raises(UserError, match=r"must end in \.csv or \.jsonl"):
         PredictionWriter("predictions.txt")
+
+
+def test_prediction_writer_restores_input_order_from_row(tmp_path):
+    writer = PredictionWriter(str(tmp_path / "p.jsonl"))
+    batches = [
+        {"row": [2, 0], "id": ["c", "a"], "label": ["x", "y"]},
+        {"row": [1], "id": ["b"], "label": ["z"]},
+    ]
+    writer.write_on_epoch_end(None, None, batches, [])
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert lines == [{"id": "a", "label": "y"}, {"id": "b", "label": "z"}, {"id": "c", "label": "x"}]
 
 
 # Hub datasets.

@@ -243,7 +243,7 @@ def test_regression_trains_and_predicts_scores(tmp_path, tiny_bert):
     fit.fit(module, datamodule)
     assert {"val/mse", "val/pearson", "val/spearman"} <= set(fit.callback_metrics)
     [batch] = fit.predict(module, datamodule)
-    assert set(batch) == {"id", "text", "score"} and batch["text"] == ["good film"]
+    assert set(batch) == {"row", "id", "text", "score"} and batch["text"] == ["good film"]
 
 
 def test_bf16_mixed_precision_trains(sst_like_dir, tiny_bert):

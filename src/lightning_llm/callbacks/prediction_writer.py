@@ -23,8 +23,9 @@ class PredictionWriter(BasePredictionWriter):
     """Collect the predictions of `lightning-llm predict` and write them once, atomically, at the end.
 
     `predict_step` must return, per batch, a dict of equally long lists (columns), e.g.
-    `{"id": [...], "text": [...], "label": [...], "probability": [...]}`; the file gets one row per
-    entry, columns in that order, batches in dataloader order (the input order, unshuffled).
+    `{"row": [...], "id": [...], "text": [...], "label": [...], "probability": [...]}`; the file gets one
+    line per entry, columns in that order. A `row` column (each entry's position in the input) puts the
+    lines back in input order and is not written; without it, lines follow the dataloader's order.
     """
 
     def __init__(self, output_file: str = "predictions.csv") -> None:
@@ -51,6 +52,9 @@ class PredictionWriter(BasePredictionWriter):
         if batches and isinstance(batches[0], list):
             batches = [batch for dataloader in batches for batch in dataloader]
         rows = [row for batch in batches for row in _rows(batch)]
+        if rows and "row" in rows[0]:
+            rows.sort(key=lambda row: row["row"])
+            rows = [{name: value for name, value in row.items() if name != "row"} for row in rows]
         path = Path(self.output_file)
         write_rows(path, rows)
         rank_zero_info(f"wrote {len(rows):,} predictions to {path}")

@@ -28,7 +28,9 @@ ID_COLUMNS = ("index", "idx", "id")
 
 
 class TokenizedTexts(Dataset):
-    """Token ids of one split, with labels (absent for unlabelled data) and, for prediction, ids and texts."""
+    """Token ids of one split, with labels (absent for unlabelled data) and, for prediction, each text's
+    position in the input (`row`), its id and the text itself, so that predictions can be written in
+    input order whatever order the batches come in."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class TokenizedTexts(Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[index]
         if self.row_ids is not None:
+            item["row"] = index
             item["id"] = self.row_ids[index]
         if self.texts is not None:
             item["text"] = self.texts[index]
@@ -66,7 +69,7 @@ class TokenizedTexts(Dataset):
 
 
 class PadToLongest:
-    """Collate items into tensors padded to the longest text of the batch; ids and texts stay lists."""
+    """Collate items into tensors padded to the longest text of the batch; rows, ids and texts stay lists."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
@@ -86,7 +89,7 @@ class PadToLongest:
             batch["token_type_ids"] = token_type_ids
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([item["labels"] for item in items])
-        for key in ("id", "text"):
+        for key in ("row", "id", "text"):
             if key in items[0]:
                 batch[key] = [item[key] for item in items]
         return batch
@@ -142,7 +145,8 @@ class TextClassificationDataModule(LightningDataModule):
             batch_size: Texts per training batch.
             eval_batch_size: Texts per validation / test / predict batch (default: `batch_size`).
             group_by_length: Batch texts of similar length together (shuffled in chunks), so batches carry
-                less padding; validation and test run in length order.
+                less padding; validation, test and predict run in length order (predictions are still
+                written in input order).
             num_workers: DataLoader worker processes (texts are tokenised up front, so 0 is usually best).
             hub_dataset: Hugging Face dataset name (e.g. `glue`), read instead of local files; needs the
                 `datasets` package.
@@ -246,8 +250,9 @@ class TextClassificationDataModule(LightningDataModule):
         return self._eval_loader(self.datasets["test"])
 
     def predict_dataloader(self) -> DataLoader:
-        # Input order is kept: predictions are written row for row.
-        return self._loader(self.datasets["predict"], self.eval_batch_size)
+        # Batches carry each text's input position (`row`), so the writer restores the input order even
+        # when they run in length order.
+        return self._eval_loader(self.datasets["predict"])
 
     # Reading and tokenising.
 

@@ -33,7 +33,7 @@ from lightning_llm.pretrained import resolve_pretrained
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Batch entries that identify rows; predictions carry them through so a writer can print them.
-ROW_KEYS = ("id", "text")
+ROW_KEYS = ("row", "id", "text")
 
 
 class SequenceClassifier(LightningModule):
@@ -144,8 +144,8 @@ class SequenceClassifier(LightningModule):
     def predict_step(
         self, batch: dict[str, Any], batch_index: int, dataloader_idx: int = 0
     ) -> dict[str, list]:
-        """One entry per row: the batch's `id` / `text` (when present), then `label` and `probability`
-        (classification) or `score` (regression)."""
+        """One entry per row: the batch's `row` / `id` / `text` (when present), then `label` and
+        `probability` (classification) or `score` (regression)."""
         logits = self._logits(batch).float()
         rows: dict[str, list] = {key: list(batch[key]) for key in ROW_KEYS if key in batch}
         if self.regression:
