@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_llm.models.sampling import generate as _generate
+from lightning_llm.models.sampling import GenerateMixin
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(GenerateMixin, nn.Module):
     """GPT-2 style language model.
 
     Args:
@@ -175,18 +175,3 @@ class GPT(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T); the context is cropped to block_size."""
-        return _generate(
-            self, idx, self.config.block_size, max_new_tokens, temperature, top_k, top_p, generator
-        )

@@ -47,3 +47,22 @@ def generate(
         idx = torch.cat([idx, next_id], dim=1)
     model.train(was_training)
     return idx
+
+
+class GenerateMixin:
+    """`generate()` for any model whose forward is `(idx) -> (logits, _)` and that has a `block_size`."""
+
+    block_size: int
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T); the context is cropped to block_size."""
+        return generate(self, idx, self.block_size, max_new_tokens, temperature, top_k, top_p, generator)

@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_llm.models.sampling import generate as _generate
+from lightning_llm.models.sampling import GenerateMixin
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(GenerateMixin, nn.Module):
     """Decoder-only LM from stock `nn.TransformerEncoderLayer`s: the causal mask makes the encoder a decoder.
 
     Args:
@@ -83,15 +83,3 @@ class TransformerLM(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        return _generate(self, idx, self.max_len, max_new_tokens, temperature, top_k, top_p, generator)
