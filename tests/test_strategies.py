@@ -188,26 +188,32 @@ def test_ddp_two_processes_match_one_process(reference):
     )
 
 
-def test_fsdp2_matches_one_process_resumes_and_consolidates_to_identical_logits(reference):
-    root = reference
-    preset = [
-        "--config",
-        str(PRESETS / "fsdp2.yaml"),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "2",
-    ]
-    # Half the steps, a sharded checkpoint, then a resume from it to the end (activation checkpointing
-    # on, so it composes with sharding and keeps parameter names).
-    first = fit_args(root, "fsdp2", batch_size=4, steps=STEPS // 2) + preset
-    run_in_subprocess([*first, "--model.init_args.activation_checkpointing", "true"])
-    sharded = run_dir(root, "fsdp2") / "checkpoints" / "last.ckpt"
-    assert sharded.is_dir() and len(list(sharded.glob("*.distcp"))) == 2  # one shard file per rank
-    resumed = fit_args(root, "fsdp2", batch_size=4) + preset + ["--ckpt_path", str(sharded)]
-    resume_in_subprocess([*resumed, "--model.init_args.activation_checkpointing", "true"], root)
+# Activation checkpointing on, so it composes with sharding (and keeps parameter names through resume).
+FSDP2 = ["--config", str(PRESETS / "fsdp2.yaml"), "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+FSDP2 += ["--model.init_args.activation_checkpointing", "true"]
 
-    single_file = consolidate(str(sharded), str(root / "fsdp2.ckpt"))
+
+@pytest.fixture(scope="module")
+def fsdp2_half(reference) -> Path:
+    """FSDP2 on 2 ranks x batch 4 for the first half of the steps: a sharded checkpoint folder."""
+    run_in_subprocess(fit_args(reference, "fsdp2", batch_size=4, steps=STEPS // 2) + FSDP2)
+    return run_dir(reference, "fsdp2") / "checkpoints" / "last.ckpt"
+
+
+def test_fsdp2_saves_one_shard_per_rank_and_consolidates(fsdp2_half, tmp_path):
+    assert fsdp2_half.is_dir() and len(list(fsdp2_half.glob("*.distcp"))) == 2
+    merged = torch.load(consolidate(str(fsdp2_half), str(tmp_path / "half.ckpt")), weights_only=True)
+    assert merged["global_step"] == STEPS // 2 and "tokenizer" in merged and merged["optimizer_states"]
+    assert not [key for key in merged["state_dict"] if "_checkpoint_wrapped" in key or "_fsdp" in key]
+
+
+def test_fsdp2_resumes_matches_one_process_and_consolidates_to_identical_logits(reference, fsdp2_half):
+    root = reference
+    resume_in_subprocess(
+        [*fit_args(root, "fsdp2", batch_size=4), *FSDP2, "--ckpt_path", str(fsdp2_half)], root
+    )
+    single_file = consolidate(str(fsdp2_half), str(root / "fsdp2.ckpt"), optimizer=False)
+    assert torch.load(single_file, weights_only=True)["global_step"] == STEPS
     assert_same_parameters(
         state_dict(single_file), state_dict(run_dir(root, "single") / "checkpoints/last.ckpt")
     )
