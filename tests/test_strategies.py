@@ -340,3 +340,31 @@ def test_repeated_blocks_of_gpt_transformer_lm_and_bert():
     assert repeated_blocks(bert) is bert.bert.encoder.layer
     with pytest.raises(ValueError, match="no `blocks` ModuleList"):
         repeated_blocks(torch.nn.Linear(2, 2))
+
+
+def test_consolidate_reads_fsdp1_folders_and_refuses_files(tmp_path, capsys):
+    """FSDPStrategy's sharded folders keep the weights under `model` (FSDP2's under `state_dict`)."""
+    import torch.distributed.checkpoint as dcp
+
+    from lightning_llm.consolidate import main as consolidate_main
+
+    folder = tmp_path / "last.ckpt"
+    weights = {"model.w": torch.arange(6.0).view(2, 3)}
+    dcp.save(
+        {"model": weights, "optimizer_0": {"state": {"model.w": {"step": torch.tensor(3.0)}}}},
+        checkpoint_id=folder,
+        no_dist=True,
+    )
+    torch.save({"global_step": 3, "hyper_parameters": {}}, folder / "meta.pt")
+    consolidate_main([str(folder)])
+    merged = torch.load(tmp_path / "last.consolidated.ckpt", weights_only=True)
+    torch.testing.assert_close(merged["state_dict"]["model.w"], weights["model.w"])
+    assert merged["global_step"] == 3 and merged["optimizer_states"][0]["state"]["model.w"]["step"] == 3
+    for bad in (tmp_path / "last.consolidated.ckpt", tmp_path / "missing"):
+        with pytest.raises(SystemExit) as exited:
+            consolidate_main([str(bad)])
+        assert exited.value.code == 2
+    assert "needs no consolidation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        consolidate_main([str(folder)])  # the output exists: refuse rather than overwrite
+    assert "already exists" in capsys.readouterr().err
