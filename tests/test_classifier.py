@@ -321,6 +321,15 @@ def test_cli_fit_then_predict_writes_one_row_per_input_in_order(sst_like_dir, ti
     assert len(output.read_text().splitlines()) == len(inputs)
 
 
+@pytest.mark.parametrize("config", ["minilm-sst2.yaml", "bert-sst2.yaml"])
+def test_shipped_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs" / config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "lightning_llm.lit.classifier.SequenceClassifier" in printed and "group_by_length: true" in printed
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
