@@ -246,12 +246,13 @@ def test_regression_trains_and_predicts_scores(tmp_path, tiny_bert):
     assert set(batch) == {"row", "id", "text", "score"} and batch["text"] == ["good film"]
 
 
-def test_bf16_mixed_precision_trains(sst_like_dir, tiny_bert):
-    module = classifier(tiny_bert)
-    fit = trainer(max_steps=2, limit_val_batches=1, precision="bf16-mixed")
+def test_bf16_mixed_precision_trains_with_clipping_and_activation_checkpointing(sst_like_dir, tiny_bert):
+    module = classifier(tiny_bert, activation_checkpointing=True)
+    fit = trainer(max_steps=2, limit_val_batches=1, precision="bf16-mixed", gradient_clip_val=1.0)
     fit.fit(module, data(sst_like_dir, tiny_bert))
     assert torch.isfinite(fit.callback_metrics["train/loss"])
     assert next(module.parameters()).dtype == torch.float32
+    assert type(module.model.bert.encoder.layer[0]).__name__ == "CheckpointWrapper"
 
 
 # Checkpoints and the confusion matrix.
