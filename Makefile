@@ -9,9 +9,10 @@ TORCH_SPEC ?= torch==2.13.0
 DATA_DIR ?= $(if $(wildcard ../shared/data/tinyshakespeare.txt),../shared/data,data)
 PORT ?= 6006
 ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train shakespeare finetune generate test test-fast tensorboard lint format clean
+.PHONY: help install train shakespeare finetune generate consolidate bench test test-fast tensorboard lint format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +38,12 @@ finetune: install ## Fine-tune the offline MiniLM classifier on SST-2 (configs/m
 
 generate: install ## Sample text: make generate CKPT=logs/<run>/version_0/checkpoints/last.ckpt PROMPT="def "
 	$(BIN)/lightning-llm generate --ckpt_path "$(CKPT)" --prompt "$(PROMPT)" $(ARGS)
+
+consolidate: install ## Merge a sharded checkpoint folder into one file: make consolidate CKPT=logs/<run>/.../last.ckpt
+	$(BIN)/lightning-llm consolidate "$(CKPT)" $(ARGS)
+
+bench: install ## LM throughput: plain loop vs Trainer, bf16, compile (quick; BENCH_ARGS="--steps 300 --full")
+	$(PY) bench/lm_throughput.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
 test: install ## Run the whole test suite (CPU, minutes)
 	$(BIN)/pytest -q $(ARGS)

@@ -103,12 +103,16 @@ def resume_last_run(config) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI (`generate` is ours, the rest Lightning's); a `UserError` ends it with one line, exit status 2."""
+    """Run the CLI (`generate` and `consolidate` are ours, the rest Lightning's); a `UserError` ends it with one line, exit status 2."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["generate"]:
         from lightning_llm.generate import main as generate_main
 
         return generate_main(argv[1:])
+    if argv[:1] == ["consolidate"]:
+        from lightning_llm.consolidate import main as consolidate_main
+
+        return consolidate_main(argv[1:])
     try:
         LLMCLI(
             LightningModule,
