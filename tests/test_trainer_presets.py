@@ -11,11 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
 from lm_helpers import tiny_lm_overrides
 
+from lightning_llm.checkpoints import load_module
 from lightning_llm.cli import main
+from lightning_llm.consolidate import consolidate
+from lightning_llm.lit.classifier import SequenceClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "configs").glob("*.yaml"))
@@ -129,33 +133,31 @@ def classifier_args(sst_like_dir: Path, tiny_bert: Path) -> list[str]:
     ]
 
 
-# SequenceClassifier uses a fused AdamW, and minilm-sst2.yaml clips gradients: Lightning 2.6 refuses to
-# clip a fused optimizer under bf16-mixed until the classifier overrides configure_gradient_clipping
-# (lightning_llm.parallel.clip_gradients, as LanguageModel does).
-CLASSIFIER_BF16 = pytest.mark.xfail(
-    reason="SequenceClassifier needs configure_gradient_clipping -> lightning_llm.parallel.clip_gradients",
-    raises=RuntimeError,
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "stack",
-    [pytest.param(name, marks=CLASSIFIER_BF16) if "bf16" in name else name for name in CPU_STACKS],
-)
+@pytest.mark.parametrize("stack", CPU_STACKS, ids=str)
 def test_classifier_runs_under_cpu_presets(stack, sst_like_dir, tiny_bert):
     args = ["fit", *classifier_args(sst_like_dir, tiny_bert), *preset_args(CPU_STACKS[stack])]
     main([*args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
 
 
-def test_classifier_trains_under_the_ddp_preset_on_two_cpu_processes(sst_like_dir, tiny_bert):
-    args = ["fit", *classifier_args(sst_like_dir, tiny_bert), *preset_args(["ddp"])]
+def test_classifier_trains_sharded_under_fsdp2_on_two_cpu_processes(sst_like_dir, tiny_bert):
+    """FSDP2 (+ bf16-mixed, activation checkpointing, clipping) on 2 gloo processes; the sharded checkpoint
+    consolidates into one file that loads strictly into a plain single-process SequenceClassifier."""
+    args = ["fit", *classifier_args(sst_like_dir, tiny_bert), *preset_args(["fsdp2", "bf16"])]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "1"]
-    args += ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    args += ["--model.init_args.activation_checkpointing", "true", "--trainer.enable_progress_bar", "false"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "lightning_llm", *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "Starting with 2 processes" in done.stderr + done.stdout
-    assert list(Path("logs/minilm-sst2/version_0/checkpoints").glob("*.ckpt"))
+    [sharded] = Path("logs/minilm-sst2/version_0/checkpoints").glob("*.ckpt")
+    assert sharded.is_dir() and len(list(sharded.glob("*.distcp"))) == 2
+
+    merged = consolidate(str(sharded), "classifier.ckpt", optimizer=False)
+    plain = SequenceClassifier(str(tiny_bert), num_labels=2)
+    plain.load_state_dict(torch.load(merged, weights_only=True)["state_dict"], strict=True)
+    loaded = load_module(SequenceClassifier, merged)
+    batch = {"input_ids": torch.tensor([[2, 5, 11, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()._logits(batch), plain.eval()._logits(batch), rtol=0, atol=0)
