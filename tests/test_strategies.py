@@ -346,7 +346,8 @@ def test_consolidate_reads_fsdp1_folders_and_refuses_files(tmp_path, capsys):
     """FSDPStrategy's sharded folders keep the weights under `model` (FSDP2's under `state_dict`)."""
     import torch.distributed.checkpoint as dcp
 
-    from lightning_llm.consolidate import main as consolidate_main
+    def consolidate_main(args: list[str]) -> None:
+        main(["consolidate", *args])  # `lightning-llm consolidate ...`
 
     folder = tmp_path / "last.ckpt"
     weights = {"model.w": torch.arange(6.0).view(2, 3)}
