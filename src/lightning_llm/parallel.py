@@ -11,10 +11,13 @@ BERT, the largest `nn.ModuleList` whose children all share one class (`bert.enco
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn as nn
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.constants import default_pg_timeout
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -41,6 +44,37 @@ def repeated_blocks(module: nn.Module) -> nn.ModuleList:
             "checkpoint, compile or shard"
         )
     return max(candidates, key=lambda layers: sum(p.numel() for p in layers.parameters()))
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy for FSDP2 alone: by default every rank is a data-parallel rank.
+
+    ModelParallelStrategy's "auto" mesh is (num_nodes, devices per node) with the second dimension named
+    `tensor_parallel`, and Lightning's distributed samplers split the data over the first one only: on one
+    node every rank would read the same batches. Here "auto" data parallelism with `tensor_parallel_size: 1`
+    spans all ranks, so samplers give each rank its own share. `parallelize` shards over every rank either way.
+    """
+
+    def __init__(
+        self,
+        data_parallel_size: Literal["auto"] | int = "auto",
+        tensor_parallel_size: Literal["auto"] | int = 1,
+        save_distributed_checkpoint: bool = True,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+    ) -> None:
+        super().__init__(
+            data_parallel_size,
+            tensor_parallel_size,
+            save_distributed_checkpoint,
+            process_group_backend,
+            timeout,
+        )
+
+    def setup_environment(self) -> None:
+        if self._data_parallel_size == "auto" and self._tensor_parallel_size == 1:
+            self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
 
 
 def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
