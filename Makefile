@@ -12,7 +12,7 @@ ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train shakespeare finetune generate consolidate bench test test-fast tensorboard lint format clean
+.PHONY: help install train shakespeare finetune generate consolidate gpu-check bench test test-fast tensorboard lint format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ generate: install ## Sample text: make generate CKPT=logs/<run>/version_0/checkp
 
 consolidate: install ## Merge a sharded checkpoint folder into one file: make consolidate CKPT=logs/<run>/.../last.ckpt
 	$(BIN)/lightning-llm consolidate "$(CKPT)" $(ARGS)
+
+gpu-check: install ## GPU check: GPT-2 124M bf16 + compile + FSDP (tokens/s, MFU, memory), BERT bf16 + compile; needs CUDA
+	PYTHON=$(PY) bench/gpu_check.sh
 
 bench: install ## LM throughput: plain loop vs Trainer, bf16, compile (quick; BENCH_ARGS="--steps 300 --full")
 	$(PY) bench/lm_throughput.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)

@@ -62,8 +62,14 @@ class LLMCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            # a wrong checkpoint fails here with one sentence, not deep inside Lightning's restore
-            check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
+            path = Path(ckpt_path)
+            if path.is_dir():  # a sharded FSDP / FSDP2 checkpoint: the strategy loads and checks its shards
+                if not (path / "meta.pt").is_file():
+                    raise UserError(
+                        f"checkpoint folder {path} is not a sharded Lightning checkpoint (no meta.pt)"
+                    )
+            else:  # a wrong checkpoint fails here with one sentence, not deep inside Lightning's restore
+                check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
