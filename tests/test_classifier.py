@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -156,6 +156,38 @@ def test_resuming_after_the_unfreeze_epoch_restores_every_optimizer_group(tmp_pa
     )
     groups = resumed.optimizers[0].param_groups
     assert len(groups) == 4 and groups[2]["initial_lr"] == pytest.approx(0.1 * groups[0]["initial_lr"])
+
+
+class RecordBatches(Callback):
+    def __init__(self) -> None:
+        self.batches: list[list[list[int]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append(batch["input_ids"].tolist())
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_resuming_mid_epoch_continues_with_the_same_batches(
+    tmp_path, sst_like_dir, tiny_bert, group_by_length
+):
+    def run(callbacks: list[Callback], ckpt_path: Path | None = None) -> RecordBatches:
+        pl.seed_everything(3)
+        record = RecordBatches()
+        options = {"max_epochs": 2, "limit_val_batches": 0, "enable_checkpointing": True}
+        fit = trainer(callbacks=[record, *callbacks], **options)
+        fit.fit(
+            classifier(tiny_bert),
+            data(sst_like_dir, tiny_bert, group_by_length=group_by_length),
+            ckpt_path=ckpt_path,
+        )
+        return record
+
+    # 9 batches per epoch: the checkpoint of step 4 lies in the middle of the first epoch.
+    every_4_steps = ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=4, save_top_k=-1)
+    whole = run([every_4_steps])
+    resumed = run([], ckpt_path=tmp_path / "step=4.ckpt")
+    assert len(whole.batches) == 18 and resumed.batches == whole.batches[4:]
+    assert whole.batches[:9] != whole.batches[9:]  # another order in the next epoch
 
 
 def test_no_weight_decay_on_biases_and_layer_norm(tiny_bert):
@@ -303,7 +335,7 @@ def cli_overrides(folder: Path, tiny_bert: Path) -> list[str]:
 
 def test_cli_fit_then_predict_writes_one_row_per_input_in_order(sst_like_dir, tiny_bert):
     main(["fit", *cli_overrides(sst_like_dir, tiny_bert), "--trainer.max_epochs", "1"])
-    [checkpoint] = Path("logs/minilm-sst2/version_0/checkpoints").glob("*.ckpt")
+    [checkpoint] = Path("logs/minilm-sst2/version_0/checkpoints").glob("epoch*.ckpt")  # the best one
     output = Path("out/predictions.jsonl")
     writer = "--trainer.callbacks+=lightning_llm.callbacks.prediction_writer.PredictionWriter"
     main(["predict", *cli_overrides(sst_like_dir, tiny_bert), "--ckpt_path", str(checkpoint)])
@@ -314,9 +346,10 @@ def test_cli_fit_then_predict_writes_one_row_per_input_in_order(sst_like_dir, ti
     assert [(row["id"], row["text"]) for row in rows] == [(row["index"], row["sentence"]) for row in inputs]
     assert {row["label"] for row in rows} <= {"0", "1"}
     assert all(0.5 <= float(row["probability"]) <= 1 for row in rows)
-    # Another output file, chosen on the command line.
+    # Another output file, chosen on the command line, and the run's last checkpoint.
+    assert Path("logs/minilm-sst2/version_0/checkpoints/last.ckpt").is_file()
     main(
-        ["predict", *cli_overrides(sst_like_dir, tiny_bert), "--ckpt_path", str(checkpoint)]
+        ["predict", *cli_overrides(sst_like_dir, tiny_bert), "--ckpt_path", "last"]
         + [writer, "--trainer.callbacks.output_file", str(output)]
     )
     assert len(output.read_text().splitlines()) == len(inputs)

@@ -95,6 +95,18 @@ class PadToLongest:
         return batch
 
 
+class ResumableLoader(DataLoader):
+    """The training DataLoader. Its sampler skips the batches a resumed epoch has done (the position comes
+    from the trainer's progress), so there is no state to save; having `state_dict` tells Lightning that
+    resuming mid-epoch is exact."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 class TextClassificationDataModule(LightningDataModule):
     """Texts with labels from TSV / CSV / JSONL files or a hub dataset, tokenised for a BERT-style model."""
 
@@ -147,7 +159,8 @@ class TextClassificationDataModule(LightningDataModule):
             group_by_length: Batch texts of similar length together (shuffled in chunks), so batches carry
                 less padding; validation, test and predict run in length order (predictions are still
                 written in input order).
-            num_workers: DataLoader worker processes (texts are tokenised up front, so 0 is usually best).
+            num_workers: DataLoader worker processes (texts are tokenised up front, so 0 is usually best;
+                a run resumed mid-epoch continues exactly only with 0).
             hub_dataset: Hugging Face dataset name (e.g. `glue`), read instead of local files; needs the
                 `datasets` package.
             hub_config: The dataset's configuration (e.g. `sst2`).
@@ -236,12 +249,28 @@ class TextClassificationDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        if self.group_by_length:
-            # The seed comes from torch's generator, so `seed_everything` makes the order reproducible.
-            seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, seed=seed)
-            return self._loader(dataset, self.batch_size, sampler=sampler)
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        # The order depends only on the seed given to `seed_everything` (torch's initial seed), the epoch
+        # and the batches already done in it, so a run resumed mid-epoch sees the batches it would have seen.
+        sampler = LengthGroupedSampler(
+            dataset.lengths,
+            self.batch_size,
+            seed=torch.initial_seed(),
+            chunk_batches=50 if self.group_by_length else 1,
+            start_batch=self._batches_done_this_epoch,
+        )
+        return ResumableLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=PadToLongest(self._tokenizer.pad_token_id or 0),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _batches_done_this_epoch(self) -> int:
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.datasets["val"])
