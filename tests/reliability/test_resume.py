@@ -82,7 +82,7 @@ def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_a_resumable_checkpoint_and_exits_cleanly(tiny_corpus, signum):
+def test_signal_saves_a_resumable_checkpoint_and_exits_cleanly(tiny_corpus, signum, capsys):
     run_dir = Path("logs/gpt-shakespeare-char/preempted")
     process = start_training(tiny_corpus, 400, "preempted")
     wait_for_step(process, run_dir, 5)
@@ -94,8 +94,18 @@ def test_signal_saves_a_resumable_checkpoint_and_exits_cleanly(tiny_corpus, sign
     last = run_dir / "checkpoints" / "last.ckpt"
     stopped_at = torch.load(last, weights_only=True)["global_step"]
     assert 5 <= stopped_at < 400
-    main([*lm_fit_args(tiny_corpus, stopped_at + 3, "preempted"), "--ckpt_path", "last"])
-    assert torch.load(last, weights_only=True)["global_step"] == stopped_at + 3  # continued, not from scratch
+    # validating every step makes last.ckpt follow each step of the resumed run
+    main(
+        [
+            *lm_fit_args(tiny_corpus, stopped_at + 3, "preempted"),
+            "--ckpt_path",
+            "last",
+            "--trainer.val_check_interval",
+            "1",
+        ]
+    )
+    assert f"Resuming from {last}" in capsys.readouterr().err
+    assert torch.load(last, weights_only=True)["global_step"] == stopped_at + 3
 
 
 @pytest.mark.slow
