@@ -160,7 +160,7 @@ class TextClassificationDataModule(LightningDataModule):
                 less padding; validation, test and predict run in length order (predictions are still
                 written in input order).
             num_workers: DataLoader worker processes (texts are tokenised up front, so 0 is usually best;
-                a run resumed mid-epoch continues exactly only with 0).
+                a run resumed mid-epoch continues exactly with 0 workers on one device).
             hub_dataset: Hugging Face dataset name (e.g. `glue`), read instead of local files; needs the
                 `datasets` package.
             hub_config: The dataset's configuration (e.g. `sst2`).
@@ -268,7 +268,9 @@ class TextClassificationDataModule(LightningDataModule):
         )
 
     def _batches_done_this_epoch(self) -> int:
-        if self.trainer is None:
+        # With several processes Lightning wraps the sampler and deals its indices out by position, so a
+        # skip here would misalign them: a distributed run resumed mid-epoch restarts that epoch's order.
+        if self.trainer is None or self.trainer.world_size > 1:
             return 0
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
