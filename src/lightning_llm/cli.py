@@ -131,8 +131,13 @@ def main(args: list[str] | None = None) -> None:
             parser_class=ConciseArgumentParser,
             args=args if args is None else argv,
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # jsonargparse wraps errors raised in __init__: find the UserError inside
+        cause = error
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
