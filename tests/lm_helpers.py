@@ -1,8 +1,10 @@
-"""Command-line overrides that shrink any language-model config to seconds on a CPU."""
+"""Command-line overrides that shrink any language-model config to seconds on a CPU, and reading run logs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def tiny_lm_overrides(corpus: Path, model_class: str = "GPT") -> list[str]:
@@ -34,3 +36,33 @@ def tiny_lm_overrides(corpus: Path, model_class: str = "GPT") -> list[str]:
         "logs",
     ]
     return args
+
+
+SHAKESPEARE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gpt-shakespeare-char.yaml"
+
+
+def lm_fit_args(corpus: Path, steps: int, version: str) -> list[str]:
+    args = [
+        "fit",
+        "--config",
+        str(SHAKESPEARE_CONFIG),
+        *tiny_lm_overrides(corpus),
+        "--trainer.max_steps",
+        str(steps),
+    ]
+    # validation (and the ModelCheckpoint's last.ckpt) every 4 steps; an epoch is 11 steps, so resumes land mid-epoch
+    args += [
+        "--trainer.val_check_interval",
+        "4",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    return [*args, "--trainer.logger.init_args.version", version]
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("train/loss")}

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.cli import main
 from lightning_llm.data.classification import TextClassificationDataModule
 from lightning_llm.errors import UserError
@@ -161,20 +162,24 @@ def test_resuming_after_the_unfreeze_epoch_restores_every_optimizer_group(tmp_pa
 class RecordBatches(Callback):
     def __init__(self) -> None:
         self.batches: list[list[list[int]]] = []
+        self.losses: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.batches.append(batch["input_ids"].tolist())
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(outputs["loss"].item())
+
 
 @pytest.mark.parametrize("group_by_length", [True, False])
-def test_resuming_mid_epoch_continues_with_the_same_batches(
+def test_resuming_mid_epoch_continues_with_the_same_batches_and_losses(
     tmp_path, sst_like_dir, tiny_bert, group_by_length
 ):
     def run(callbacks: list[Callback], ckpt_path: Path | None = None) -> RecordBatches:
         pl.seed_everything(3)
         record = RecordBatches()
         options = {"max_epochs": 2, "limit_val_batches": 0, "enable_checkpointing": True}
-        fit = trainer(callbacks=[record, *callbacks], **options)
+        fit = trainer(callbacks=[record, RandomStateCheckpoint(), *callbacks], **options)
         fit.fit(
             classifier(tiny_bert),
             data(sst_like_dir, tiny_bert, group_by_length=group_by_length),
@@ -187,6 +192,8 @@ def test_resuming_mid_epoch_continues_with_the_same_batches(
     whole = run([every_4_steps])
     resumed = run([], ckpt_path=tmp_path / "step=4.ckpt")
     assert len(whole.batches) == 18 and resumed.batches == whole.batches[4:]
+    # dropout is on (p=0.1): equal losses need the random state restored too
+    assert resumed.losses == whole.losses[4:]
     assert whole.batches[:9] != whole.batches[9:]  # another order in the next epoch
 
 

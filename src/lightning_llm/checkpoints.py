@@ -1,4 +1,4 @@
-"""Loading checkpoints safely (`weights_only=True`) with one clear error for each way it can go wrong."""
+"""Checkpoint files: saved atomically, loaded safely (`weights_only=True`) with one clear error per failure."""
 
 from __future__ import annotations
 
@@ -9,11 +9,37 @@ from typing import Any, TypeVar
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lightning_llm.atomic import atomic_open, remove_stale_temp_files
 from lightning_llm.errors import UserError
 
 ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
 _CORRUPT = (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint beside its target and rename it into place, flushed to disk first.
+
+    Lightning's own writer stages the file in the system temp folder and moves it: a copy, not an atomic
+    rename, when that folder is another filesystem (a tmpfs /tmp), and a killed run's copy is never removed.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        remove_stale_temp_files(path.parent, target=path.name)
+        with atomic_open(path, "wb") as handle:
+            torch.save(checkpoint, handle)
+
+
+def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
+    """Swap Lightning's default checkpoint writer for `AtomicCheckpointIO`; a writer the user chose stays."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
-from lightning_llm.checkpoints import check_fits, read_checkpoint
+from lightning_llm.callbacks.random_state import RandomStateCheckpoint
+from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_checkpoints
 from lightning_llm.errors import UserError
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
@@ -60,6 +61,7 @@ class LLMCLI(LightningCLI):
             resume_last_run(config)
 
     def after_instantiate_classes(self) -> None:
+        use_atomic_checkpoints(self.trainer)
         ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             path = Path(ckpt_path)
@@ -127,7 +129,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss()]},
+            trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss(), RandomStateCheckpoint()]},
             parser_class=ConciseArgumentParser,
             args=args if args is None else argv,
         )

@@ -11,32 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import tiny_lm_overrides
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from lm_helpers import lm_fit_args, step_losses
 
 from lightning_llm.cli import main
-
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "gpt-shakespeare-char.yaml"
-
-
-def lm_fit_args(corpus: Path, steps: int, version: str) -> list[str]:
-    args = ["fit", "--config", str(CONFIG), *tiny_lm_overrides(corpus), "--trainer.max_steps", str(steps)]
-    # validation (and the ModelCheckpoint's last.ckpt) every 4 steps; an epoch is 11 steps, so resumes land mid-epoch
-    args += [
-        "--trainer.val_check_interval",
-        "4",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-    return [*args, "--trainer.logger.init_args.version", version]
-
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {e.step: e.value for e in events.Scalars("train/loss")}
 
 
 def test_resume_mid_epoch_repeats_the_uninterrupted_losses_exactly(tiny_corpus):

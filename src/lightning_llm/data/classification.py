@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_llm.data.labelled_text import TextTable, read_hub_split, read_table
 from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
+from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.errors import UserError
 from lightning_llm.pretrained import resolve_pretrained
 
@@ -93,18 +94,6 @@ class PadToLongest:
             if key in items[0]:
                 batch[key] = [item[key] for item in items]
         return batch
-
-
-class ResumableLoader(DataLoader):
-    """The training DataLoader. Its sampler skips the batches a resumed epoch has done (the position comes
-    from the trainer's progress), so there is no state to save; having `state_dict` tells Lightning that
-    resuming mid-epoch is exact."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
 
 
 class TextClassificationDataModule(LightningDataModule):
@@ -302,6 +291,7 @@ class TextClassificationDataModule(LightningDataModule):
             collate_fn=PadToLongest(self._tokenizer.pad_token_id or 0),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=loader_generator(),
             **kwargs,
         )
 

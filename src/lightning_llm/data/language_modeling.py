@@ -8,23 +8,11 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
+from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.tokenizers import Tokenizer
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
-
-
-class PositionFromStepLoader(DataLoader):
-    """A DataLoader whose position needs no saving: its dataset starts at the trainer's global step.
-
-    Having `state_dict` tells Lightning the loader resumes exactly, mid-epoch included.
-    """
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
 
 
 class LanguageModelingDataModule(pl.LightningDataModule):
@@ -155,14 +143,16 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             world_size=self.trainer.world_size if self.trainer else 1,
             start_batch=self._batches_trained,
         )
-        return PositionFromStepLoader(
-            dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch
-        )
+        return ResumableLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
 
     def val_dataloader(self) -> DataLoader:
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
         return DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=keep_batch
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=keep_batch,
+            generator=loader_generator(),
         )
 
     def test_dataloader(self) -> DataLoader:
