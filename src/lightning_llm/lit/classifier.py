@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -28,6 +28,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
+from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.errors import UserError
 from lightning_llm.parallel import clip_gradients, parallelize
 from lightning_llm.pretrained import resolve_pretrained
@@ -176,6 +177,10 @@ class SequenceClassifier(LightningModule):
                 add_figure(
                     "val/confusion_matrix", _confusion_figure(matrix, self.label_names), self.global_step
                 )
+
+    def configure_callbacks(self) -> list[Callback]:
+        # train/lr, train/grad_norm, train/examples_per_sec and the HParams tab, shared with the language model
+        return [TrainingLogs("examples", _examples_in)]
 
     # Scale-out and optimisation.
 
@@ -336,6 +341,10 @@ def _load_with_new_head(
     # from_pretrained returns the model in eval mode, and Lightning keeps each submodule's mode as it finds
     # it: without this, dropout would stay off during fine-tuning.
     return model.train()
+
+
+def _examples_in(batch: dict[str, Any]) -> int:
+    return len(batch["labels"])
 
 
 def _encoder_layers(backbone: nn.Module, count: int) -> nn.ModuleList:

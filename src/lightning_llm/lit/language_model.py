@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,6 +13,7 @@ import torch.nn as nn
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from lightning_llm.callbacks.text_samples import TextSamples
+from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.lit.schedules import warmup_cosine
@@ -78,7 +78,6 @@ class LanguageModel(pl.LightningModule):
         self.model = model
         self._eval_loss_sum = torch.zeros(2)  # (sum of token losses, token count) over an evaluation
         self.tokenizer: Tokenizer | None = None
-        self._tokens_seen_at = (0, time.perf_counter())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -127,24 +126,9 @@ class LanguageModel(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (self.global_step % self.trainer.log_every_n_steps) != 0 or self.global_step == 0:
-            return
-        tokens = (
-            self.global_step
-            * batch[0].numel()
-            * self.trainer.world_size
-            * self.trainer.accumulate_grad_batches
-        )
-        last_tokens, last_time = self._tokens_seen_at
-        now = time.perf_counter()
-        if tokens > last_tokens:
-            self.log("train/tokens_per_sec", (tokens - last_tokens) / (now - last_time), rank_zero_only=True)
-        self._tokens_seen_at = (tokens, now)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], rank_zero_only=True)
-
-    def on_train_start(self) -> None:
-        self._tokens_seen_at = (0, time.perf_counter())
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # train/lr, train/grad_norm, train/tokens_per_sec and the HParams tab, shared with the classifier
+        return [TrainingLogs("tokens", _tokens_in)]
 
     def on_fit_start(self) -> None:
         # With sharded parameters (FSDP) every forward pass is a collective that all ranks must join, but
@@ -235,3 +219,7 @@ class LanguageModel(pl.LightningModule):
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         out = self.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator)
         return self.tokenizer.decode(out[0].tolist())
+
+
+def _tokens_in(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+    return batch[0].numel()  # (B, T) input ids

@@ -1,0 +1,146 @@
+"""What every run shows in TensorBoard beside its losses: learning rate, gradient norm, throughput, and the
+hyperparameters next to the final metrics (the HParams tab). Each LightningModule adds it itself
+(`configure_callbacks`), naming what its throughput counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+PlainValue = bool | int | float | str
+
+
+class TrainingLogs(pl.Callback):
+    """Every `trainer.log_every_n_steps` optimizer steps: `train/lr`, `train/grad_norm` (before clipping) and
+    `train/<unit>_per_sec`; the run's hyperparameters for the HParams tab, which shows them next to the last
+    value of each of the run's scalars (its final metrics).
+
+    Only the run's hyperparameters are written, not an HParams "experiment" (the list of metric columns):
+    TensorBoard shows the experiment of one run only, so a logdir holding GPT and classifier runs would lose
+    the other kind's metrics; without one it lists every scalar of every run. For the same reason set
+    `default_hp_metric: false` on the TensorBoardLogger (the shipped configs do), or Lightning writes an
+    experiment whose only metric is a placeholder `hp_metric`.
+
+    Args:
+        unit: What the throughput counts, e.g. "tokens" or "examples"; the tag is `train/<unit>_per_sec`.
+        count: The number of `unit`s in one batch of one process.
+    """
+
+    def __init__(self, unit: str, count: Callable[[Any], int]) -> None:
+        self.unit = unit
+        self.count = count
+        self._counted = 0  # units trained on by this process since the last throughput log
+        self._since = time.perf_counter()  # when that count started, shifted past validation pauses
+        self._paused_at: float | None = None
+        self._stepped = False  # whether this batch ended with an optimizer step (not so while accumulating)
+
+    # --- HParams: the session starts with its hyperparameters, and ends (status: success) when fit ends ---
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        # `hparams`, not `hparams_initial`: the language model drops linked values its network does not take.
+        params = plain_hyperparameters({**getattr(datamodule, "hparams", {}), **pl_module.hparams})
+        _write_session_summary(trainer, params, start=True)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _write_session_summary(trainer, {}, start=False)
+
+    # --- learning rate, gradient norm and throughput, on the steps Lightning writes logs ---
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._counted, self._since = 0, time.perf_counter()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self._stepped = True
+        if _logs_this_step(trainer, trainer.global_step + 1):  # global_step counts this step once it is done
+            pl_module.log("train/grad_norm", gradient_norm(pl_module, trainer.strategy.model))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._counted += self.count(batch)
+        stepped, self._stepped = self._stepped, False
+        if not (stepped and _logs_this_step(trainer, trainer.global_step)):
+            return
+        now = time.perf_counter()
+        units_per_sec = self._counted * trainer.world_size / max(now - self._since, 1e-9)
+        self._counted, self._since = 0, now
+        pl_module.log(f"train/{self.unit}_per_sec", units_per_sec, rank_zero_only=True)
+        pl_module.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._paused_at = time.perf_counter() if trainer.training else None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._paused_at is not None:  # validation time is not training time
+            self._since += time.perf_counter() - self._paused_at
+            self._paused_at = None
+
+
+def _write_session_summary(trainer: pl.Trainer, params: dict[str, PlainValue], start: bool) -> None:
+    # Not logger.log_hyperparams(params, metrics): it writes an experiment (see TrainingLogs) and logs the
+    # metrics' placeholder values as scalars at step 0, a false first point on their curves.
+    from torch.utils.tensorboard.summary import hparams
+
+    if not trainer.is_global_zero:
+        return
+    _, session_start, session_end = hparams(params, {})
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment._get_file_writer().add_summary(session_start if start else session_end)
+
+
+def _logs_this_step(trainer: pl.Trainer, step: int) -> bool:
+    # The steps at which Lightning writes `on_step` values to the loggers.
+    return trainer.log_every_n_steps > 0 and step > 0 and step % trainer.log_every_n_steps == 0
+
+
+def gradient_norm(module: torch.nn.Module, wrapped: torch.nn.Module | None = None) -> torch.Tensor:
+    """The L2 norm of all gradients of `module` as one vector, the same on every rank.
+
+    DDP has already averaged the gradients; FSDP2 keeps them as DTensor shards (their norm is a DTensor);
+    FSDP1 (`wrapped` is the root FullyShardedDataParallel) holds disjoint local shards, summed over ranks.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    if isinstance(norm, DTensor):
+        return norm.full_tensor()
+    if isinstance(wrapped, FullyShardedDataParallel) and torch.distributed.is_initialized():
+        squared = norm.float() ** 2
+        torch.distributed.all_reduce(squared)
+        return squared.sqrt()
+    return norm
+
+
+def plain_hyperparameters(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, PlainValue]:
+    """Flatten hparams into `name: bool | int | float | str`, what the HParams tab can show and filter.
+
+    A `{class_path, init_args}` entry (a module injected by the CLI) becomes `name: <class_path>` plus
+    `name.<arg>` per init arg; lists, None and other objects become their text; private keys are left out.
+    """
+    plain: dict[str, PlainValue] = {}
+    for key, value in hparams.items():
+        if str(key).startswith("_"):
+            continue  # e.g. LightningCLI's `_instantiator`
+        name = f"{prefix}{key}"
+        value = value.as_dict() if hasattr(value, "as_dict") else value  # a jsonargparse Namespace
+        if isinstance(value, Mapping) and "class_path" in value:
+            plain[name] = str(value["class_path"])
+            plain.update(plain_hyperparameters(value.get("init_args") or {}, prefix=f"{name}."))
+        elif isinstance(value, Mapping):
+            plain.update(plain_hyperparameters(value, prefix=f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            plain[name] = value
+        else:
+            plain[name] = str(value)
+    return plain
