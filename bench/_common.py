@@ -1,0 +1,96 @@
+"""Helpers shared by the bench scripts: the machine in words, one measurement per child process with its
+peak RSS, and the results as a markdown table plus `bench/results/<name>.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+# (row key, column header, format spec); a missing value prints as "-".
+Column = tuple[str, str, str]
+
+
+def machine() -> dict[str, Any]:
+    """The CPU, its cores, torch's thread count and the load average, for reading the figures later."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
+        ]
+        model = names[0] if names else model
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def threads_env(threads: int | None) -> dict[str, str] | None:
+    """The environment for a child limited to `threads` OpenMP threads (None: torch's default)."""
+    return None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+
+
+def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `python <argv>` and return the JSON object on its last stdout line, plus `peak_rss_mb`: the
+    child's own peak resident memory (from wait4, so earlier children do not count)."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, *argv], stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+        )
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            lines = errors.read().strip().splitlines() or [f"exit status {process.returncode}"]
+            return {"error": lines[-1][:300]}
+    result = json.loads(output.strip().splitlines()[-1])
+    # ru_maxrss is in KiB on Linux.
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return result
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """Rows as a markdown table; a row with an `error` prints it in place of the numbers."""
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
+        if "error" in row:
+            first = str(row.get(columns[0][0], ""))
+            lines.append(f"| {first} | failed: {row['error']} |" + " |" * (len(columns) - 2))
+            continue
+        cells = []
+        for key, _, spec in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else format(value, spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(
+    name: str, full: bool, rows: Sequence[dict[str, Any]], columns: Sequence[Column], **facts: Any
+) -> Path:
+    """Print the table; write `bench/results/<name>.json` with the mode, the machine, `facts` and the rows."""
+    print(markdown_table(rows, columns))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    # A machine description taken before the runs (its load average) wins over one taken now.
+    document = {"mode": "full" if full else "quick", "machine": facts.pop("machine", None) or machine()}
+    document.update(facts, rows=list(rows))
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return out

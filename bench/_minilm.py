@@ -1,0 +1,112 @@
+"""The MiniLM-on-SST-2 pieces the classifier benches share: the project's module, data module and Trainer
+built from configs/minilm-sst2.yaml exactly as `lightning-llm fit` builds them, batch counting, and one
+dev-accuracy function applied to every trained model alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from _common import ROOT
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+
+CONFIG = ROOT / "configs" / "minilm-sst2.yaml"
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+
+
+class BatchStats:
+    """Examples, real tokens and pad tokens of the timed batches, and the time they took."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+        self.examples = self.tokens = self.pad_tokens = 0
+        self.started: float | None = None
+        self.finished = 0.0
+        # CPU seconds of this process too: on a shared machine they vary less than the wall clock.
+        self.cpu_started = self.cpu_finished = 0.0
+
+    def batch_start(self, step: int, attention_mask: torch.Tensor) -> None:
+        if step < self.warmup_steps:
+            return
+        if self.started is None:
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        real = int(attention_mask.sum())
+        self.examples += attention_mask.shape[0]
+        self.tokens += real
+        self.pad_tokens += attention_mask.numel() - real
+
+    def batch_end(self, step: int) -> None:
+        if step >= self.warmup_steps:
+            self.finished, self.cpu_finished = time.perf_counter(), time.process_time()
+
+    def summary(self) -> dict[str, Any]:
+        seconds = self.finished - (self.started or self.finished)
+        return {
+            "examples": self.examples,
+            "seconds": round(seconds, 2),
+            "cpu_seconds": round(self.cpu_finished - self.cpu_started, 2),
+            "examples_per_s": self.examples / seconds if seconds else None,
+            "pad_fraction": self.pad_tokens / max(1, self.tokens + self.pad_tokens),
+        }
+
+
+class LightningBatchStats(Callback):
+    """Feeds `BatchStats` from inside the Lightning fit loop (steps counted by the optimizer step)."""
+
+    def __init__(self, stats: BatchStats) -> None:
+        self.stats = stats
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.stats.batch_start(trainer.global_step, batch["attention_mask"])
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        # global_step has already counted this batch's optimizer step.
+        self.stats.batch_end(trainer.global_step - 1)
+
+
+def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: str) -> Any:
+    """The LightningCLI of `lightning-llm fit --config configs/minilm-sst2.yaml <overrides>`, not yet run:
+    its `.model`, `.datamodule` and `.trainer` (with `callbacks` added) are what a user's run gets."""
+    from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
+    from lightning_llm.callbacks.graceful_stop import GracefulStop
+    from lightning_llm.cli import LLMCLI, ConciseArgumentParser
+
+    args = [
+        "--config",
+        str(CONFIG),
+        "--data.data_dir",
+        str(SST2),
+        "--trainer.logger.init_args.save_dir",
+        log_dir,
+    ]
+    # Same constructor arguments as lightning_llm.cli.main, with run=False so the bench can time the fit.
+    return LLMCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss(), *callbacks]},
+        parser_class=ConciseArgumentParser,
+        args=[*args, *overrides],
+        run=False,
+    )
+
+
+@torch.inference_mode()
+def dev_accuracy(model: torch.nn.Module, datamodule: LightningDataModule) -> float:
+    """Accuracy of a Hugging Face sequence classifier on the data module's validation batches."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for batch in datamodule.val_dataloader():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        correct += int((logits.argmax(-1) == batch["labels"]).sum())
+        total += len(batch["labels"])
+    model.train(was_training)
+    return correct / total
