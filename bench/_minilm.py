@@ -43,11 +43,13 @@ class BatchStats:
 
     def summary(self) -> dict[str, Any]:
         seconds = self.finished - (self.started or self.finished)
+        cpu_seconds = self.cpu_finished - self.cpu_started
         return {
             "examples": self.examples,
             "seconds": round(seconds, 2),
-            "cpu_seconds": round(self.cpu_finished - self.cpu_started, 2),
+            "cpu_seconds": round(cpu_seconds, 2),
             "examples_per_s": self.examples / seconds if seconds else None,
+            "examples_per_cpu_s": self.examples / cpu_seconds if cpu_seconds else None,
             "pad_fraction": self.pad_tokens / max(1, self.tokens + self.pad_tokens),
         }
 

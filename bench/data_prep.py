@@ -1,0 +1,174 @@
+"""Data preparation speed and memory: what `lightning-llm fit` does before the first step of a language model.
+
+For each tokenizer (char, and byte-level BPE with the gpt-pycode vocabulary) and each corpus size, one child
+process runs `token_cache.build_or_load` on a fresh cache, exactly as the data module does: fingerprint the
+corpus, train the tokenizer on its stream of text, encode it into the token file. The table shows MB/s of
+each phase and the child's peak RSS; the same tokenizer on a 10x bigger corpus should need about the same
+memory, because the corpus is streamed.
+
+The corpora are generated in a temp dir (deleted afterwards) from real text: this Python's standard
+library and the installed packages' sources plus Tiny Shakespeare, in a fixed random file order, so the
+small corpus is a sample of the same mix as the big one.
+
+    python bench/data_prep.py          # quick: 10 MB and 40 MB corpora
+    python bench/data_prep.py --full   # 20 MB and 200 MB corpora
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, Column, machine, report, run_child
+
+BPE_VOCAB = 2048  # configs/gpt-pycode.yaml
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHARD_BYTES = 16 << 20  # corpus files of about 16 MB, like a folder of text shards
+TARGET_BPE_ENCODE_MB_S = 10.0
+TARGET_RSS_RATIO = 1.5
+COLUMNS: list[Column] = [
+    ("tokenizer", "tokenizer", ""),
+    ("corpus_mb", "corpus MB", ".0f"),
+    ("fingerprint_mb_s", "fingerprint MB/s", ".0f"),
+    ("train_mb_s", "train MB/s", ".1f"),
+    ("encode_mb_s", "encode MB/s", ".1f"),
+    ("total_s", "build s", ".1f"),
+    ("tokens_per_byte", "tokens/byte", ".3f"),
+    ("peak_rss_mb", "peak RSS MB", ".0f"),
+    ("rss_vs_smallest", "RSS vs smallest", ".2f"),
+]
+
+
+def source_files() -> list[Path]:
+    """Real text to build corpora from: stdlib and site-packages sources, in a fixed shuffled order."""
+    roots = {Path(sysconfig.get_paths()[key]) for key in ("stdlib", "purelib", "platlib")}
+    files = sorted({f for root in roots for f in root.rglob("*.py") if f.is_file()})
+    random.Random(0).shuffle(files)
+    return files
+
+
+def write_corpus(directory: Path, size_bytes: int, sources: list[Path]) -> int:
+    """Fill `directory` with shards of the source files (Tiny Shakespeare first) up to `size_bytes`."""
+    directory.mkdir(parents=True)
+    written, shard, handle = 0, 0, None
+    for source in ([SHAKESPEARE] if SHAKESPEARE.is_file() else []) + sources:
+        if written >= size_bytes:
+            break
+        if handle is None or handle.tell() >= SHARD_BYTES:
+            if handle is not None:
+                handle.close()
+            handle = open(directory / f"shard{shard:03d}.txt", "wb")  # noqa: SIM115 (closed on rotation)
+            shard += 1
+        data = source.read_bytes()[: size_bytes - written]
+        handle.write(data + b"\n")
+        written += len(data) + 1
+    if handle is not None:
+        handle.close()
+    if written < size_bytes:
+        raise SystemExit(
+            f"error: only {written / 1e6:.0f} MB of source text found for a {size_bytes / 1e6:.0f} MB corpus"
+        )
+    return written
+
+
+def build(kind: str, corpus_dir: str) -> dict[str, Any]:
+    """Time `build_or_load` on a fresh cache, split into fingerprint, tokenizer training and encoding."""
+    from lightning_llm.data import token_cache
+    from lightning_llm.data.corpus import FileCorpus, resolve_files
+
+    corpus = FileCorpus(resolve_files(corpus_dir))
+    size_mb = sum(f.stat().st_size for f in corpus.files) / 1e6
+    phases: dict[str, float] = {}
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            phases[name] = time.perf_counter() - started
+            return result
+
+        return wrapper
+
+    corpus.fingerprint = timed("fingerprint", corpus.fingerprint)
+    token_cache.train_tokenizer = timed("train", token_cache.train_tokenizer)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        started = time.perf_counter()
+        cache = token_cache.build_or_load(corpus, cache_dir, kind, BPE_VOCAB)
+        total = time.perf_counter() - started
+        n_tokens = len(cache.tokens)
+    encode = total - phases["fingerprint"] - phases["train"]  # the rest: encoding and writing the token file
+    return {
+        "corpus_mb": size_mb,
+        "fingerprint_mb_s": size_mb / phases["fingerprint"],
+        "train_mb_s": size_mb / phases["train"],
+        "encode_mb_s": size_mb / encode,
+        "total_s": total,
+        "tokens_per_byte": n_tokens / (size_mb * 1e6),
+        "vocab_size": cache.tokenizer.vocab_size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="20 MB and 200 MB corpora")
+    parser.add_argument("--sizes-mb", type=int, nargs="*", help="corpus sizes (default 10 40, --full 20 200)")
+    parser.add_argument("--tokenizers", nargs="*", choices=["char", "bpe"], default=["char", "bpe"])
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)  # internal
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(build(*args.one)))
+        return
+    sizes = sorted(args.sizes_mb or ([20, 200] if args.full else [10, 40]))
+    before = machine()
+    sources = source_files()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="data-prep-") as temp:
+        corpora = {}
+        for size in sizes:
+            corpora[size] = Path(temp) / f"corpus-{size}mb"
+            write_corpus(corpora[size], size * 1_000_000, sources)
+        for kind in args.tokenizers:
+            smallest = None
+            for size in sizes:
+                result = run_child([__file__, "--one", kind, str(corpora[size])])
+                print(f"{kind} {size} MB: {result}", file=sys.stderr)
+                row = {"tokenizer": kind, **result}
+                if "error" not in row:
+                    smallest = smallest or row["peak_rss_mb"]
+                    row["rss_vs_smallest"] = row["peak_rss_mb"] / smallest
+                rows.append(row)
+    print(
+        f"\nbuild_or_load (fingerprint + train + encode to the token file), {before['cores']} cores, "
+        f"load {before['load_average_1m']}; BPE vocabulary {BPE_VOCAB}\n"
+    )
+    good = [row for row in rows if "error" not in row]
+    bpe_encode = min((row["encode_mb_s"] for row in good if row["tokenizer"] == "bpe"), default=None)
+    rss_ratio = max((row["rss_vs_smallest"] for row in good), default=None)
+    report(
+        "data_prep",
+        args.full,
+        rows,
+        COLUMNS,
+        machine=before,
+        sizes_mb=sizes,
+        bpe_encode_mb_s_min=bpe_encode,
+        rss_ratio_max=rss_ratio,
+        targets={"bpe_encode_mb_s": TARGET_BPE_ENCODE_MB_S, "rss_ratio": TARGET_RSS_RATIO},
+        targets_met=bpe_encode is not None
+        and bpe_encode >= TARGET_BPE_ENCODE_MB_S
+        and rss_ratio is not None
+        and rss_ratio <= TARGET_RSS_RATIO,
+    )
+
+
+if __name__ == "__main__":
+    main()
