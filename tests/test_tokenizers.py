@@ -43,3 +43,10 @@ def test_json_round_trip(kind, tmp_path):
 def test_empty_corpus_is_refused():
     with pytest.raises(UserError, match="empty"):
         CharTokenizer.train([""])
+
+
+def test_bpe_bulk_encoding_gives_the_ids_of_encode():
+    texts = [TEXT, "unseen 字 text <|endoftext|> 😀\r\n\t  x", "", "   \n\n  def   g():"]
+    tok = BPETokenizer.train([TEXT] * 5, vocab_size=300)
+    for text, ids in zip(texts, tok.encode_many(texts), strict=True):
+        np.testing.assert_array_equal(ids, tok.encode(text))

@@ -6,15 +6,20 @@ Both save to a single JSON file, so a checkpoint can carry its tokenizer and gen
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from lightning_llm.errors import UserError
 
 END_OF_TEXT = "<|endoftext|>"
+# GPT-2's pre-tokenizer pattern: the one HF `pre_tokenizers.ByteLevel(use_regex=True)` splits words with.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Text is encoded in batches of about this many characters: enough for every core, and a bounded memory.
+BATCH_CHARS = 4 << 20
 
 
 @runtime_checkable
@@ -74,6 +79,7 @@ class BPETokenizer:
     def __init__(self, tokenizer) -> None:  # a tokenizers.Tokenizer
         self._tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
+        self._bulk_encoder: Any = None  # built at the first encode_many: False when there is none
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
@@ -102,7 +108,15 @@ class BPETokenizer:
         return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        """Encode in parallel threads (the Rust side releases the GIL)."""
+        """Encode in parallel threads, with the same ids as `encode`. For corpora: `tiktoken` encodes the
+        same byte-level BPE about 9x faster than HF `tokenizers`, so it does when it is installed."""
+        if self._bulk_encoder is None:
+            self._bulk_encoder = _tiktoken_twin(self._tokenizer) or False
+        if self._bulk_encoder:
+            encoded = self._bulk_encoder.encode_batch(
+                texts, allowed_special="all", num_threads=max(1, os.cpu_count() or 1)
+            )
+            return [np.asarray(ids, dtype=np.int64) for ids in encoded]
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
@@ -111,6 +125,69 @@ class BPETokenizer:
 
     def to_json(self) -> str:
         return self._tokenizer.to_str()
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's map from the printable characters byte-level BPE writes its tokens in back to the bytes."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    others = [byte for byte in range(256) if byte not in printable]
+    return {chr(byte): byte for byte in printable} | {chr(256 + n): byte for n, byte in enumerate(others)}
+
+
+def _tiktoken_twin(tokenizer) -> Any:
+    """A `tiktoken.Encoding` giving exactly the ids of this HF byte-level BPE, or None (no tiktoken, or a
+    tokenizer it cannot stand in for: another pre-tokenizer, a normalizer, dropout, ...)."""
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    spec = json.loads(tokenizer.to_str())
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    if (
+        spec.get("normalizer") is not None
+        or pre.get("type") != "ByteLevel"
+        or pre.get("add_prefix_space")
+        or not pre.get("use_regex", True)
+        or model.get("type") != "BPE"
+        or model.get("dropout") is not None
+        or model.get("continuing_subword_prefix")
+        or model.get("end_of_word_suffix")
+        or any(not added.get("special") for added in spec.get("added_tokens", []))
+    ):
+        return None
+    alphabet = _byte_level_alphabet()
+    special = {added["content"]: added["id"] for added in spec.get("added_tokens", [])}
+    try:
+        ranks = {
+            bytes(alphabet[c] for c in token): id
+            for token, id in model["vocab"].items()
+            if token not in special
+        }
+    except KeyError:  # a token outside the byte-level alphabet
+        return None
+    # tiktoken merges the pair whose result has the lowest id; HF the pair merged first in training. They agree
+    # when ids grow with the merge order, as they do for a tokenizer trained by `BPETokenizer.train`.
+    merged_ids = [
+        model["vocab"].get("".join(merge) if isinstance(merge, list) else merge.replace(" ", ""))
+        for merge in model.get("merges", [])
+    ]
+    if (
+        None in merged_ids
+        or merged_ids != sorted(merged_ids)
+        or len(ranks) + len(special) != tokenizer.get_vocab_size()
+    ):
+        return None
+    try:
+        twin = tiktoken.Encoding(
+            "lightning-llm-bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special
+        )
+    except ValueError:
+        return None
+    return twin
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:
@@ -137,17 +214,22 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tokenizer_from_json(path.read_text(encoding="utf-8"))
 
 
-def encode_stream(tokenizer: Tokenizer, texts: Iterable[str], batch: int = 64) -> Iterator[np.ndarray]:
-    """Encode a stream of texts, `batch` at a time, so memory stays flat whatever the corpus size."""
+def encode_stream(
+    tokenizer: Tokenizer, texts: Iterable[str], batch_chars: int = BATCH_CHARS
+) -> Iterator[np.ndarray]:
+    """Encode a stream of texts, about `batch_chars` characters at a time (BPE: in parallel threads), so
+    memory stays flat whatever the corpus size."""
     if not isinstance(tokenizer, BPETokenizer):
         for text in texts:
             yield tokenizer.encode(text)
         return
     pending: list[str] = []
+    pending_chars = 0
     for text in texts:
         pending.append(text)
-        if len(pending) == batch:
+        pending_chars += len(text)
+        if pending_chars >= batch_chars:
             yield from tokenizer.encode_many(pending)
-            pending = []
+            pending, pending_chars = [], 0
     if pending:
         yield from tokenizer.encode_many(pending)
