@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -113,10 +114,14 @@ class BPETokenizer:
         if self._bulk_encoder is None:
             self._bulk_encoder = _tiktoken_twin(self._tokenizer) or False
         if self._bulk_encoder:
-            encoded = self._bulk_encoder.encode_batch(
-                texts, allowed_special="all", num_threads=max(1, os.cpu_count() or 1)
-            )
-            return [np.asarray(ids, dtype=np.int64) for ids in encoded]
+            twin = self._bulk_encoder
+
+            def encode_one(text: str) -> np.ndarray:
+                # Straight into an array (no list of Python ints); tiktoken releases the GIL meanwhile.
+                return twin.encode_to_numpy(text, allowed_special="all").astype(np.int64)
+
+            with ThreadPoolExecutor(max(1, min(len(texts), os.cpu_count() or 1))) as pool:
+                return list(pool.map(encode_one, texts))
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
