@@ -57,6 +57,13 @@ test-fast: install ## Run the tests that are not marked slow
 tensorboard: install ## Serve the training logs on http://localhost:$(PORT)
 	$(BIN)/tensorboard --logdir logs --port $(PORT) --bind_all
 
+notebooks: install ## Run the three notebooks headless, full mode (executed copies in logs/notebooks/)
+	$(PY) scripts/run_notebooks.py --mode full --save-executed logs/notebooks $(ARGS)
+
+lab: install ## Open JupyterLab on notebooks/ (installs the notebooks extra the first time)
+	$(PY) -c "import jupyterlab, ipywidgets" 2>/dev/null || $(PY) -m pip install -q -e '.[notebooks]'
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+
 lint: install ## ruff check + format check
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
