@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import lm_fit_args, step_losses
+from lm_helpers import SHAKESPEARE_CONFIG, lm_fit_args, step_losses
 
 from lightning_llm.cli import main
 
@@ -34,11 +34,11 @@ def test_ckpt_path_last_without_any_run_is_one_clear_error(tiny_corpus, capsys):
     assert "no last.ckpt under logs/gpt-shakespeare-char" in capsys.readouterr().err
 
 
-def start_training(corpus: Path, steps: int, version: str) -> subprocess.Popen:
+def start_training(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     code = "import sys; from lightning_llm.cli import main; main(sys.argv[1:])"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *lm_fit_args(corpus, steps, version)],
+        [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,7 +46,7 @@ def start_training(corpus: Path, steps: int, version: str) -> subprocess.Popen:
     )
 
 
-def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 120) -> None:
+def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
@@ -61,7 +61,7 @@ def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_resumable_checkpoint_and_exits_cleanly(tiny_corpus, signum, capsys):
     run_dir = Path("logs/gpt-shakespeare-char/preempted")
-    process = start_training(tiny_corpus, 400, "preempted")
+    process = start_training(lm_fit_args(tiny_corpus, 400, "preempted"))
     wait_for_step(process, run_dir, 5)
     process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
@@ -90,7 +90,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tiny_corpus):
     main(lm_fit_args(tiny_corpus, 24, "straight"))
     straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
     run_dir = Path("logs/gpt-shakespeare-char/killed")
-    process = start_training(tiny_corpus, 24, "killed")
+    process = start_training(lm_fit_args(tiny_corpus, 24, "killed"))
     wait_for_step(process, run_dir, 13)
     process.kill()
     process.wait()
@@ -100,3 +100,35 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tiny_corpus):
         assert resumed[step] == straight[step]
     for leftover in Path("logs").rglob("*"):
         assert ".tmp" not in leftover.name, f"half-written file left behind: {leftover}"
+
+
+def recipe_args(text: Path, version: str) -> list[str]:
+    """The real gpt-shakespeare-char recipe and its 2000-step schedule, stopped at step 500, logging each step."""
+    args = ["fit", "--config", str(SHAKESPEARE_CONFIG), "--data.path", str(text), "--data.cache_dir", "cache"]
+    args += ["--trainer.max_steps", "500", "--model.init_args.decay_steps", "2000"]
+    args += ["--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"]
+    return [
+        *args,
+        "--trainer.logger.init_args.save_dir",
+        "logs",
+        "--trainer.logger.init_args.version",
+        version,
+    ]
+
+
+@pytest.mark.slow
+def test_full_recipe_killed_at_step_300_resumes_with_the_same_losses(shakespeare):
+    main([*recipe_args(shakespeare, "warm-cache"), "--trainer.max_steps", "1"])  # the cache both runs read
+    uninterrupted = start_training(recipe_args(shakespeare, "straight"))  # one core each
+    run_dir = Path("logs/gpt-shakespeare-char/killed")
+    process = start_training(recipe_args(shakespeare, "killed"))
+    wait_for_step(process, run_dir, 300)
+    process.kill()
+    process.wait()
+    output, _ = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, output
+    straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
+    main([*recipe_args(shakespeare, "killed"), "--ckpt_path", "last"])
+    resumed = step_losses(run_dir)
+    assert len(straight) == 500
+    assert [resumed[step] for step in range(300, 500)] == [straight[step] for step in range(300, 500)]
