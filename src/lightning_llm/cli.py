@@ -15,7 +15,7 @@ from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_checkpoints
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, exit_on_user_error
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
 # target does not exist for the chosen classes is skipped by jsonargparse, so one CLI serves both jobs.
@@ -121,7 +121,7 @@ def main(args: list[str] | None = None) -> None:
         from lightning_llm.consolidate import main as consolidate_main
 
         return consolidate_main(argv[1:])
-    try:
+    with exit_on_user_error():
         LLMCLI(
             LightningModule,
             LightningDataModule,
@@ -133,14 +133,6 @@ def main(args: list[str] | None = None) -> None:
             parser_class=ConciseArgumentParser,
             args=args if args is None else argv,
         )
-    except Exception as error:  # jsonargparse wraps errors raised in __init__: find the UserError inside
-        cause = error
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

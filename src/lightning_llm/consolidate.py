@@ -20,7 +20,7 @@ import torch
 from jsonargparse import auto_cli
 from lightning.fabric.utilities.load import _METADATA_FILENAME, _load_distributed_checkpoint
 
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, exit_on_user_error
 
 
 def default_output(checkpoint_folder: Path) -> Path:
@@ -72,11 +72,8 @@ def consolidate(
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
+    with exit_on_user_error():
         auto_cli(consolidate, args=args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from jsonargparse import auto_cli
 
 from lightning_llm.checkpoints import load_module
-from lightning_llm.errors import UserError
+from lightning_llm.errors import UserError, exit_on_user_error
 from lightning_llm.lit.language_model import LanguageModel
 
 
@@ -52,11 +50,8 @@ def generate(
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
+    with exit_on_user_error():
         auto_cli(generate, args=args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
