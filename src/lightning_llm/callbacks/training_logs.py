@@ -104,19 +104,21 @@ def gradient_norm(module: torch.nn.Module, wrapped: torch.nn.Module | None = Non
     """The L2 norm of all gradients of `module` as one vector, the same on every rank.
 
     DDP has already averaged the gradients; FSDP2 keeps them as DTensor shards (their norm is a DTensor);
-    FSDP1 (`wrapped` is the root FullyShardedDataParallel) holds disjoint local shards, summed over ranks.
+    FSDP1 (`wrapped` is the root FullyShardedDataParallel) holds disjoint local shards, whose squared norms
+    are summed over ranks: every rank joins that sum, also one whose shard has no gradient.
     """
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.tensor import DTensor
 
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    fsdp1 = isinstance(wrapped, FullyShardedDataParallel) and torch.distributed.is_initialized()
+    # FSDP1's root holds flat parameters that `module.parameters()` does not list.
+    grads = [p.grad for p in (wrapped if fsdp1 else module).parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else torch.zeros(())
     if isinstance(norm, DTensor):
         return norm.full_tensor()
-    if isinstance(wrapped, FullyShardedDataParallel) and torch.distributed.is_initialized():
-        squared = norm.float() ** 2
+    if fsdp1:
+        device = next(wrapped.parameters()).device
+        squared = norm.float().to(device) ** 2
         torch.distributed.all_reduce(squared)
         return squared.sqrt()
     return norm
