@@ -45,8 +45,11 @@ consolidate: install ## Merge a sharded checkpoint folder into one file: make co
 gpu-check: install ## GPU check: GPT-2 124M bf16 + compile + FSDP (tokens/s, MFU, memory), BERT bf16 + compile; needs CUDA
 	PYTHON=$(PY) bench/gpu_check.sh
 
-bench: install ## LM throughput: plain loop vs Trainer, bf16, compile (quick; BENCH_ARGS="--steps 300 --full")
-	$(PY) bench/lm_throughput.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
+bench: install ## Every benchmark in bench/, quick (under 10 min idle); tables in bench/results/summary.md
+	$(PY) bench/run_all.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
+
+bench-full: install ## Every benchmark in its full mode, for an idle machine (tens of minutes): the README's figures
+	$(PY) bench/run_all.py --full --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
 test: install ## Run the whole test suite (CPU, minutes)
 	$(BIN)/pytest -q $(ARGS)

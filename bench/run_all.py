@@ -1,0 +1,110 @@
+"""Run every benchmark, then print all their tables with the machine they ran on.
+
+Each script follows one contract: `python bench/<name>.py [--full]` prints a markdown table and writes
+`bench/results/<name>.json`. Quick mode gives each script a time budget so the whole run stays short;
+a script that is missing is skipped with a note, one that fails or runs over is reported and the rest go on.
+The tables and the machine description also go to `bench/results/summary.md`.
+
+    python bench/run_all.py           # quick (`make bench`)
+    python bench/run_all.py --full    # the README's figures (`make bench-full`), tens of minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+# Script name -> seconds it may take in quick mode; together they keep `make bench` under 10 minutes.
+QUICK_BUDGET_S = {
+    "lm_throughput": 120,
+    "precision_crossover": 120,
+    "end_to_end": 120,
+    "classifier_overhead": 90,
+    "finetune_padding": 90,
+    "data_prep": 60,
+}
+FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, torch version and load: what the figures depend on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
+        ]
+        cpu = names[0] if names else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {total_kb / 2**20:.0f} GiB"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, {gpu}; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+
+
+def run_script(name: str, full: bool, extra: list[str]) -> tuple[str, float]:
+    """The script's own output (its table) or why there is none, and its wall seconds."""
+    budget = FULL_BUDGET_S if full else QUICK_BUDGET_S[name]
+    command = [sys.executable, str(ROOT / "bench" / f"{name}.py"), *(["--full"] if full else []), *extra]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=budget, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return f"_did not finish within its budget of {budget} s_", time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return f"_failed: {last}_", seconds
+    return done.stdout.strip(), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="every script in its full mode")
+    parser.add_argument("--only", nargs="*", choices=list(QUICK_BUDGET_S), help="run only these scripts")
+    parser.add_argument("--data", help="the Tiny Shakespeare text, passed to the LM scripts")
+    args = parser.parse_args()
+
+    sections = []
+    for name in args.only or QUICK_BUDGET_S:
+        if not (ROOT / "bench" / f"{name}.py").is_file():
+            sections.append((name, "_skipped: the script is not in this checkout_", 0.0))
+            print(f"{name}: skipped (not present)", file=sys.stderr, flush=True)
+            continue
+        takes_data = name in ("lm_throughput", "end_to_end")
+        extra = ["--data", args.data] if args.data and takes_data else []
+        print(f"{name}: running ({'full' if args.full else 'quick'})", file=sys.stderr, flush=True)
+        output, seconds = run_script(name, args.full, extra)
+        print(f"{name}: done in {seconds:.0f} s", file=sys.stderr, flush=True)
+        sections.append((name, output, seconds))
+
+    mode = "full" if args.full else "quick"
+    lines = [f"# Benchmarks ({mode})", "", f"Machine: {machine_description()}", ""]
+    for name, output, seconds in sections:
+        lines += [f"## {name} ({seconds:.0f} s)", "", output, ""]
+    summary = "\n".join(lines)
+    print("\n" + summary)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.md").write_text(summary)
+    print(f"wrote {(RESULTS / 'summary.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
