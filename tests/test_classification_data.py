@@ -124,6 +124,15 @@ def test_empty_validation_split_and_unset_test_split(tmp_path, tiny_bert):
         data.setup("test")
 
 
+def test_batch_larger_than_the_training_texts_is_refused(tmp_path, tiny_bert):
+    write(tmp_path / "train.tsv", "sentence\tlabel\na\t1\nb\t0\nc\t1\n")
+    write(tmp_path / "dev.tsv", "sentence\tlabel\ngood\t1\n")
+    with pytest.raises(UserError, match="batch_size 8 is larger than the 3 training texts"):
+        data = data_module(tmp_path, tiny_bert, batch_size=8)
+        data.setup("fit")
+        data.train_dataloader()
+
+
 def test_missing_tokenizer_folder_is_a_user_error(sst_like_dir, tmp_path):
     data = data_module(sst_like_dir, tmp_path / "no-such-model")
     with pytest.raises(UserError, match="no-such-model.*does not exist"):
@@ -148,6 +157,7 @@ def test_csv_jsonl_and_sentence_pairs(tmp_path, tiny_bert):
         text_column="first",
         text_pair_column="second",
         labels=["no", "yes", "0"],
+        batch_size=2,
     )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))

@@ -77,6 +77,11 @@ def test_block_size_larger_than_validation_split_is_refused(tiny_corpus):
         make_dm(tiny_corpus, block_size=5000).vocab_size  # noqa: B018
 
 
+def test_batch_larger_than_the_training_windows_is_refused(tiny_corpus):
+    with pytest.raises(UserError, match="batch_size 5000 is larger than the .* training windows"):
+        make_dm(tiny_corpus, batch_size=5000).vocab_size  # noqa: B018
+
+
 @pytest.mark.parametrize(
     "kwargs, message", [({"tokenizer": "word"}, "tokenizer"), ({"val_fraction": 1.5}, "val_fraction")]
 )

@@ -238,6 +238,11 @@ class TextClassificationDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
+        if len(dataset) < self.batch_size:
+            raise UserError(
+                f"data.batch_size {self.batch_size} is larger than the {len(dataset)} training texts; "
+                "use a smaller data.batch_size or more training data"
+            )
         # The order depends only on the seed given to `seed_everything` (torch's initial seed), the epoch
         # and the batches already done in it, so a run resumed mid-epoch sees the batches it would have seen.
         sampler = LengthGroupedSampler(
