@@ -12,7 +12,8 @@ ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train shakespeare finetune generate consolidate gpu-check bench test test-fast tensorboard lint format clean
+.PHONY: help install train shakespeare finetune predict generate consolidate gpu-check bench bench-full test test-fast \
+	tensorboard notebooks lab lint format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +36,9 @@ shakespeare: install ## nanoGPT's CPU recipe on Tiny Shakespeare (DATA_DIR=... t
 
 finetune: install ## Fine-tune the offline MiniLM classifier on SST-2 (configs/minilm-sst2.yaml)
 	$(BIN)/lightning-llm fit --config configs/minilm-sst2.yaml --data.data_dir $(DATA_DIR)/sst2 $(ARGS)
+
+predict: install ## Classify SST-2's unlabelled test.tsv with the newest fine-tuned run (CKPT=... for another) -> predictions/minilm-sst2.csv
+	$(BIN)/lightning-llm predict --config configs/minilm-sst2.yaml --data.data_dir $(DATA_DIR)/sst2 --ckpt_path "$(or $(CKPT),last)" $(ARGS)
 
 generate: install ## Sample text: make generate CKPT=logs/<run>/version_0/checkpoints/last.ckpt PROMPT="def "
 	$(BIN)/lightning-llm generate --ckpt_path "$(CKPT)" --prompt "$(PROMPT)" $(ARGS)
