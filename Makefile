@@ -10,6 +10,10 @@ DATA_DIR ?= $(if $(wildcard ../shared/data/tinyshakespeare.txt),../shared/data,d
 PORT ?= 6006
 ARGS ?=
 BENCH_ARGS ?=
+CKPT ?=
+PROMPT ?= def
+# `make generate` without CKPT samples from the newest language-model run.
+NEWEST_LM_CKPT = $(shell ls -t logs/gpt-*/*/checkpoints/last.ckpt logs/transformer-lm-*/*/checkpoints/last.ckpt 2>/dev/null | head -1)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train shakespeare finetune predict generate consolidate gpu-check bench bench-full test test-fast \
@@ -40,8 +44,8 @@ finetune: install ## Fine-tune the offline MiniLM classifier on SST-2 (configs/m
 predict: install ## Classify SST-2's unlabelled test.tsv with the newest fine-tuned run (CKPT=... for another) -> predictions/minilm-sst2.csv
 	$(BIN)/lightning-llm predict --config configs/minilm-sst2.yaml --data.data_dir $(DATA_DIR)/sst2 --ckpt_path "$(or $(CKPT),last)" $(ARGS)
 
-generate: install ## Sample text: make generate CKPT=logs/<run>/version_0/checkpoints/last.ckpt PROMPT="def "
-	$(BIN)/lightning-llm generate --ckpt_path "$(CKPT)" --prompt "$(PROMPT)" $(ARGS)
+generate: install ## Sample text from the newest GPT run's last.ckpt (or CKPT=...): make generate PROMPT="def "
+	$(BIN)/lightning-llm generate --ckpt_path "$(or $(CKPT),$(NEWEST_LM_CKPT))" --prompt "$(PROMPT)" $(ARGS)
 
 consolidate: install ## Merge a sharded checkpoint folder into one file: make consolidate CKPT=logs/<run>/.../last.ckpt
 	$(BIN)/lightning-llm consolidate "$(CKPT)" $(ARGS)
