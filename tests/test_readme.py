@@ -1,0 +1,102 @@
+"""Every command the README shows is real: make targets exist, CLI commands parse, scripts and files exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lightning_llm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+CLI_PREFIXES = (
+    "lightning-llm",
+    ".venv/bin/lightning-llm",
+    "python -m lightning_llm",
+    ".venv/bin/python -m lightning_llm",
+)
+
+
+def readme_commands() -> list[str]:
+    """The shell commands in the README's ```bash blocks, continuation lines joined, comments dropped."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            command = line.split(" #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-zA-Z][\w-]*):", (REPO / "Makefile").read_text(), flags=re.M))
+
+
+def cli_words(command: str) -> list[str] | None:
+    """The arguments after the CLI's name, or None when the command is not a lightning-llm call."""
+    for prefix in CLI_PREFIXES:
+        if command.startswith(prefix + " "):
+            return shlex.split(command[len(prefix) :])
+    return None
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_shows_the_two_setup_commands():
+    assert "make train" in COMMANDS and "make test" in COMMANDS
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("make ")])
+def test_make_targets_exist(command):
+    words = shlex.split(command)
+    targets = [w for w in words[1:] if "=" not in w and not w.startswith("-")]
+    assert targets and set(targets) <= make_targets(), f"{command}: no such make target"
+    # `make -n` expands the recipe without running it: variables and prerequisites must resolve
+    dry = subprocess.run(["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if cli_words(c) and cli_words(c)[0] != "generate"])
+def test_cli_commands_parse(command, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the README's paths are relative to the repository
+    words = [w for w in cli_words(command) if w != "--print_config"]
+    if words[0] == "consolidate":
+        with pytest.raises(SystemExit) as exited:
+            main([*words[:1], "--help"])
+        assert exited.value.code == 0
+        return
+    with pytest.raises(SystemExit) as exited:
+        main([*words, "--print_config"])  # parses the whole config, links and all, and trains nothing
+    assert exited.value.code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if cli_words(c) and cli_words(c)[0] == "generate"])
+def test_generate_commands_use_real_options(command, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    options = set(re.findall(r"--\w+", capsys.readouterr().out))
+    used = {w.split("=")[0] for w in cli_words(command) if w.startswith("--")}
+    assert used <= options, f"unknown options {used - options}"
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if re.match(r"^(\S+=\S+ )*(scripts/|bench/|python bench/|sbatch )", c)]
+)
+def test_scripts_exist_and_parse(command):
+    script = next(w for w in shlex.split(command) if w.startswith(("scripts/", "bench/")))
+    path = REPO / script
+    assert path.is_file(), f"{command}: {script} does not exist"
+    checker = ["bash", "-n"] if path.suffix in (".sh", ".sbatch") else ["python", "-m", "py_compile"]
+    assert subprocess.run([*checker, str(path)], capture_output=True).returncode == 0
+
+
+def test_every_config_the_readme_names_exists():
+    named = set(re.findall(r"configs/[\w/.-]+\.yaml", README.read_text(encoding="utf-8")))
+    missing = [name for name in sorted(named) if not (REPO / name).is_file()]
+    assert named and not missing, f"the README names configs that do not exist: {missing}"
