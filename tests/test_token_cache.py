@@ -85,3 +85,19 @@ def test_empty_file_is_refused(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(UserError, match="empty"):
         build_or_load(FileCorpus([empty]), tmp_path / "cache", "char", 0)
+
+
+def test_bpe_trains_on_an_even_sample_of_a_big_corpus(tmp_path, monkeypatch):
+    from lightning_llm.data import token_cache
+
+    files = []
+    for index in range(10):
+        files.append(tmp_path / f"part{index}.txt")
+        files[-1].write_text(f"file {index} says hello\n" * 400)
+    corpus = FileCorpus(files, chunk_chars=1000)
+    total = sum(len(text) for text in corpus.texts())
+    monkeypatch.setattr(token_cache, "BPE_TRAIN_CHARS", total // 4)
+    sample = "".join(token_cache.training_texts(corpus, "bpe"))
+    assert total // 5 < len(sample) < total // 3
+    assert all(f"file {index} says" in sample for index in range(10))  # spread over the whole corpus
+    assert sum(len(text) for text in token_cache.training_texts(corpus, "char")) == total  # every character

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from lightning_llm.errors import UserError
 
 CACHE_FORMAT = 1
 TEMP_PREFIX = ".tmp-"
+# BPE learns its merges from at most this much text, spread evenly over a bigger corpus: its word counts grow
+# with the text it sees, so memory and time would grow with the corpus; the frequent merges are all in there.
+BPE_TRAIN_CHARS = 64 << 20
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,7 +80,7 @@ def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(directory)
     started = time.perf_counter()
-    tokenizer = train_tokenizer(tokenizer_kind, corpus.texts(), vocab_size)
+    tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), vocab_size)
     atomic_write_text(directory / "tokenizer.json", tokenizer.to_json())
     dtype = token_dtype(tokenizer.vocab_size)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
@@ -101,6 +105,23 @@ def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size
     }
     atomic_write_text(meta_file, json.dumps(meta, indent=2))
     return _load(directory)
+
+
+def training_texts(corpus, tokenizer_kind: str) -> Iterator[str]:
+    """The texts a tokenizer is trained on: all of them, except that BPE on a corpus of more than
+    `BPE_TRAIN_CHARS` gets an even sample of that size (a char tokenizer must see every character)."""
+    files = getattr(corpus, "files", None)
+    size = sum(f.stat().st_size for f in files) if files else None
+    if tokenizer_kind != "bpe" or size is None or size <= BPE_TRAIN_CHARS:
+        yield from corpus.texts()
+        return
+    share = BPE_TRAIN_CHARS / size
+    seen = taken = 0
+    for text in corpus.texts():  # read to the end all the same: the corpus checks and warns as it goes
+        seen += len(text)
+        if taken < seen * share:
+            taken += len(text)
+            yield text
 
 
 def _load(directory: Path) -> TokenCache | None:
