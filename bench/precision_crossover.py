@@ -1,0 +1,161 @@
+"""Where bf16 and torch.compile start to pay on this CPU: ms per training step by model width.
+
+For each width one fresh process trains the project's GPT (fused AdamW, clipping, as `LanguageModel`
+does) in four ways: eager fp32, bf16 autocast (what `precision: bf16-mixed` does), `torch.compile` of
+each block (what `model.compile: true` does), and both. The table gives the best step after warm-up
+(the least disturbed by other jobs on a shared machine) and the winner per width.
+
+    python bench/precision_crossover.py           # quick: 1 warm-up + 2 timed steps, small batches
+    python bench/precision_crossover.py --full    # 3 warm-up + 10 timed steps, the issue's batch sizes
+
+Quick mode keeps `make bench` short: fewer windows per step at the wide models and compile (tens of
+seconds of compilation per variant on a CPU) at width 128 only; the other compile cells print "-".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# The issue's reference points (4 x 128, block 64, batch 12 and 6 x 384, block 256, batch 16) and two
+# widths around them; heads stay 64 wide from 256 up. Quick mode trains fewer windows per step.
+SHAPES = {
+    128: {"n_layer": 4, "n_head": 4, "block_size": 64, "batch_size": 12, "quick_batch_size": 12},
+    256: {"n_layer": 4, "n_head": 4, "block_size": 128, "batch_size": 16, "quick_batch_size": 8},
+    384: {"n_layer": 6, "n_head": 6, "block_size": 256, "batch_size": 16, "quick_batch_size": 2},
+    768: {"n_layer": 6, "n_head": 12, "block_size": 256, "batch_size": 8, "quick_batch_size": 1},
+}
+QUICK_COMPILE_WIDTHS = (128,)
+VARIANTS = {
+    "fp32 eager": {"bf16": False, "compile": False},
+    "bf16 autocast": {"bf16": True, "compile": False},
+    "fp32 compile": {"bf16": False, "compile": True},
+    "bf16 compile": {"bf16": True, "compile": True},
+}
+VOCAB = 65  # the Shakespeare char vocabulary
+
+
+def time_variant(width: int, variant: str, warmup: int, timed: int, batch_size: int) -> dict[str, Any]:
+    """Best and median ms of `timed` training steps after `warmup` (compilation happens in the warm-up)."""
+    from lightning_llm.models import GPT
+    from lightning_llm.parallel import parallelize
+
+    shape, options = SHAPES[width], VARIANTS[variant]
+    torch.manual_seed(0)
+    model = GPT(VOCAB, shape["block_size"], shape["n_layer"], shape["n_head"], width, bias=False)
+    parallelize(model, None, compile=options["compile"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, VOCAB, (batch_size, shape["block_size"]))  # (B, T)
+    y = torch.randint(0, VOCAB, (batch_size, shape["block_size"]))  # (B, T)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if options["bf16"] else contextlib.nullcontext()
+    seconds, started = [], time.perf_counter()
+    for step in range(warmup + timed):
+        start = time.perf_counter()
+        with autocast:
+            _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step >= warmup:
+            seconds.append(time.perf_counter() - start)
+        elif step == warmup - 1:
+            warmup_s = time.perf_counter() - started
+    seconds.sort()
+    return {
+        "best_ms": 1000 * seconds[0],
+        "median_ms": 1000 * seconds[len(seconds) // 2],
+        "warmup_s": warmup_s,
+        "tokens_per_step": batch_size * shape["block_size"],
+    }
+
+
+def run_width(width: int, warmup: int, timed: int, full: bool) -> dict[str, Any]:
+    """Every variant at one width, in this process; a failing variant is reported, not fatal."""
+    batch_size = SHAPES[width]["batch_size" if full else "quick_batch_size"]
+    results = {}
+    for variant, options in VARIANTS.items():
+        if options["compile"] and not full and width not in QUICK_COMPILE_WIDTHS:
+            results[variant] = {"skipped": "quick mode compiles at width 128 only"}
+            continue
+        try:
+            results[variant] = time_variant(width, variant, warmup, timed, batch_size)
+        except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for inductor: report and go on
+            results[variant] = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="10 timed steps per variant instead of 3")
+    parser.add_argument("--widths", type=int, nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one width in this process
+    parser.add_argument("--warmup", type=int, help="untimed steps per variant (default 1, --full 3)")
+    parser.add_argument("--timed", type=int, help="timed steps per variant (default 2, --full 10)")
+    args = parser.parse_args()
+    warmup = args.warmup or (3 if args.full else 1)
+    timed = args.timed or (10 if args.full else 2)
+    if args.one:
+        print(json.dumps(run_width(args.one, warmup, timed, args.full)))
+        return
+
+    rows = []
+    for width in args.widths:
+        command = [sys.executable, __file__, "--one", str(width), "--warmup", str(warmup)]
+        command += ["--full"] if args.full else []
+        done = subprocess.run([*command, "--timed", str(timed)], capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
+            results = {variant: {"error": error} for variant in VARIANTS}
+        else:
+            results = json.loads(done.stdout.strip().splitlines()[-1])
+        good = {variant: r["best_ms"] for variant, r in results.items() if "best_ms" in r}
+        winner = min(good, key=good.get) if good else None
+        batch_size = SHAPES[width]["batch_size" if args.full else "quick_batch_size"]
+        shape = {key: SHAPES[width][key] for key in ("n_layer", "n_head", "block_size")}
+        rows.append(
+            {"width": width, **shape, "batch_size": batch_size, "variants": results, "winner": winner}
+        )
+        print(f"  width {width}: {results}", file=sys.stderr, flush=True)
+
+    print(
+        f"Training step by width, best of {timed} steps after {warmup} warm-up, {torch.get_num_threads()} "
+        f"threads, load average {os.getloadavg()[0]:.1f} (ms/step; bf16 and compile relative to fp32 eager)\n"
+    )
+    print("| width | layers x heads, block, batch | " + " | ".join(VARIANTS) + " | winner |")
+    print("|---|---|" + "---|" * len(VARIANTS) + "---|")
+    for row in rows:
+        eager = row["variants"]["fp32 eager"].get("best_ms")
+        cells = []
+        for variant in VARIANTS:
+            result = row["variants"][variant]
+            if "error" in result:
+                cells.append("failed")
+            elif "skipped" in result:
+                cells.append("-")
+            elif variant == "fp32 eager" or eager is None:
+                cells.append(f"{result['best_ms']:.0f}")
+            else:
+                cells.append(f"{result['best_ms']:.0f} ({eager / result['best_ms']:.2f}x)")
+        shape = f"{row['n_layer']} x {row['n_head']}, {row['block_size']}, {row['batch_size']}"
+        print(f"| {row['width']} | {shape} | " + " | ".join(cells) + f" | {row['winner'] or '-'} |")
+    out = ROOT / "bench" / "results" / "precision_crossover.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"full": args.full, "warmup": warmup, "timed": timed, "rows": rows}, indent=2))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
