@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,12 +18,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
+import torch
 from bert_fixtures import tiny_bert, write_sst_like  # noqa: F401
 from lm_helpers import tiny_lm_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -166,3 +171,51 @@ def test_tensorboard_serves_scalars_text_images_and_hparams(logs):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class SlowValidation(pl.Callback):
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        time.sleep(1.0)
+
+
+class TinyRegression(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [TrainingLogs("examples", lambda batch: len(batch[0]))]
+
+
+def test_throughput_leaves_validation_time_out():
+    loader = DataLoader(TensorDataset(torch.randn(160, 4)), batch_size=4)
+    trainer = pl.Trainer(
+        max_steps=40,
+        log_every_n_steps=10,
+        val_check_interval=15,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[SlowValidation()],
+        logger=pl.loggers.CSVLogger("logs"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(TinyRegression(), loader, loader)
+    with Path(trainer.logger.log_dir, "metrics.csv").open() as file:
+        rates = [
+            float(row["train/examples_per_sec"])
+            for row in csv.DictReader(file)
+            if row["train/examples_per_sec"]
+        ]
+    # 40 examples between logs; a 1 s validation counted as training would hold every rate below 40/s.
+    assert len(rates) == 4 and min(rates[1:]) > 40, rates

@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 
 PlainValue = bool | int | float | str
 
@@ -74,7 +75,8 @@ class TrainingLogs(pl.Callback):
         pl_module.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._paused_at = time.perf_counter() if trainer.training else None
+        # Validation inside fit (trainer.validate() pauses no training clock).
+        self._paused_at = time.perf_counter() if trainer.state.fn == TrainerFn.FITTING else None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._paused_at is not None:  # validation time is not training time
