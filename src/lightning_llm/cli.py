@@ -82,7 +82,7 @@ class LLMCLI(LightningCLI):
             {
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "logs", "name": "default"},
+                    "init_args": {"save_dir": "logs", "name": "default", "default_hp_metric": False},
                 }
             }
         )
