@@ -8,7 +8,7 @@ shared). Target: Lightning >= 0.95x the plain loop's examples/s. The examples pe
 are shown too: on a machine shared with other jobs they tell the overhead better than the wall clock (with
 `--threads 1`, where no thread waits on another).
 
-    python bench/classifier_overhead.py          # quick: 30 steps (5 untimed) x 2 repeats
+    python bench/classifier_overhead.py          # quick: 20 steps (4 untimed) x 2 repeats
     python bench/classifier_overhead.py --full   # 200 steps (10 untimed) x 3 repeats
 """
 
@@ -101,14 +101,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--full", action="store_true", help="more steps and repeats: the README's figures")
-    parser.add_argument("--steps", type=int, help="optimizer steps per run (default 30, --full 200)")
-    parser.add_argument("--warmup", type=int, help="untimed first steps (default 5, --full 10)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default 20, --full 200)")
+    parser.add_argument("--warmup", type=int, help="untimed first steps (default 4, --full 10)")
     parser.add_argument("--repeats", type=int, help="runs of each variant, alternating (default 2, --full 3)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's, one per core)")
     parser.add_argument("--one", choices=list(RUNS), help=argparse.SUPPRESS)  # internal: one run, here
     args = parser.parse_args()
-    steps = args.steps or (200 if args.full else 30)
-    warmup = args.warmup if args.warmup is not None else (10 if args.full else 5)
+    steps = args.steps or (200 if args.full else 20)
+    warmup = args.warmup if args.warmup is not None else (10 if args.full else 4)
     if args.one:
         print(json.dumps(RUNS[args.one](steps, warmup)))
         return
