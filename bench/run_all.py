@@ -24,11 +24,11 @@ RESULTS = ROOT / "bench" / "results"
 # Script name -> seconds it may take in quick mode; together they keep `make bench` under 10 minutes.
 QUICK_BUDGET_S = {
     "lm_throughput": 90,
-    "precision_crossover": 180,
-    "end_to_end": 120,
+    "precision_crossover": 150,
+    "end_to_end": 90,
     "classifier_overhead": 90,
     "finetune_padding": 90,
-    "data_prep": 30,
+    "data_prep": 90,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 
