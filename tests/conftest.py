@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lm_helpers import write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,33 +23,7 @@ def _isolated_cwd(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_corpus(tmp_path) -> Path:
-    """About 20k characters of varied English-like text."""
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "a",
-        "lazy",
-        "dog",
-        "while",
-        "seven",
-        "wizards",
-        "quietly",
-        "hex",
-        "jolly",
-        "kings",
-    ]
-    lines = []
-    for i in range(600):
-        lines.append(" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(5 + i % 4)) + f" {i % 13}.")
-        if i % 50 == 0:
-            lines.append("ROMEO: def main(): return 0")  # the sample prompts of the shipped configs
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_tiny_corpus(tmp_path / "corpus.txt")
 
 
 @pytest.fixture

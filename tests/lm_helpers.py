@@ -66,3 +66,32 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {e.step: e.value for e in events.Scalars("train/loss")}
+
+
+def write_tiny_corpus(path: Path) -> Path:
+    """About 20k characters of varied English-like text, with the shipped configs' sample prompts."""
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "seven",
+        "wizards",
+        "quietly",
+        "hex",
+        "jolly",
+        "kings",
+    ]
+    lines = []
+    for i in range(600):
+        lines.append(" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(5 + i % 4)) + f" {i % 13}.")
+        if i % 50 == 0:
+            lines.append("ROMEO: def main(): return 0")  # the sample prompts of the shipped configs
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from lm_helpers import tiny_lm_overrides
+from lm_helpers import tiny_lm_overrides, write_tiny_corpus
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_llm.checkpoints import load_module
@@ -60,34 +60,6 @@ def probe_logits(module: LanguageModel) -> torch.Tensor:
         logits, _ = module.model(probe)
     module.train(was_training)
     return logits.detach().float()
-
-
-def write_corpus(path: Path) -> Path:
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "a",
-        "lazy",
-        "dog",
-        "while",
-        "seven",
-        "wizards",
-        "quietly",
-        "hex",
-        "jolly",
-        "kings",
-    ]
-    lines = [
-        " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(5 + i % 4)) + f" {i % 13}."
-        for i in range(600)
-    ]
-    lines += ["ROMEO: def main(): return 0"] * 12  # the prompt of the config's TextSamples
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def fit_args(root: Path, name: str, batch_size: int, steps: int = STEPS) -> list[str]:
@@ -168,7 +140,7 @@ def assert_same_parameters(actual: dict, expected: dict) -> None:
 def reference(tmp_path_factory) -> Path:
     """One process, global batch 8, STEPS steps: the run every distributed run must reproduce."""
     root = tmp_path_factory.mktemp("strategies")
-    write_corpus(root / "corpus.txt")
+    write_tiny_corpus(root / "corpus.txt")
     sys.path.insert(0, str(REPO / "tests"))  # the probe callback is named `test_strategies.SaveProbeLogits`
     main(fit_args(root, "single", batch_size=8))
     return root

@@ -30,7 +30,7 @@ from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanC
 
 from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.errors import UserError
-from lightning_llm.parallel import clip_gradients, parallelize
+from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.pretrained import resolve_pretrained
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -38,7 +38,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ROW_KEYS = ("row", "id", "text")
 
 
-class SequenceClassifier(LightningModule):
+class SequenceClassifier(ScaleOutHooks, LightningModule):
     """A pretrained encoder with a new linear head; cross-entropy for 2+ classes, MSE when `num_labels == 1`."""
 
     def __init__(
@@ -182,29 +182,7 @@ class SequenceClassifier(LightningModule):
         # train/lr, train/grad_norm, train/examples_per_sec and the HParams tab, shared with the language model
         return [TrainingLogs("examples", _examples_in)]
 
-    # Scale-out and optimisation.
-
-    def configure_model(self) -> None:
-        """Checkpoint / compile / shard the encoder layers (`lightning_llm.parallel.parallelize`).
-
-        Lightning calls this before wrapping the module and before `configure_optimizers`; FSDP2 sharding
-        happens under ModelParallelStrategy only. `load_from_checkpoint` calls it without a Trainer: a
-        loaded module stays eager.
-        """
-        if self._trainer is None:
-            return
-        parallelize(
-            self.model,
-            self.device_mesh,
-            compile=self.hparams.get("compile", False),
-            activation_checkpointing=self.hparams.get("activation_checkpointing", False),
-        )
-
-    def configure_gradient_clipping(
-        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        # Lightning refuses to clip a fused AdamW under bf16-mixed (nothing is scaled there, so it is safe).
-        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+    # Optimisation (the scale-out hooks come from ScaleOutHooks).
 
     def configure_optimizers(self) -> dict[str, Any]:
         frozen_ids = {id(p) for p in self.frozen}

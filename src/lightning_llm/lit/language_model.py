@@ -16,8 +16,9 @@ from lightning_llm.callbacks.text_samples import TextSamples
 from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
+from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
-from lightning_llm.parallel import clip_gradients, is_sharded, parallelize
+from lightning_llm.parallel import is_sharded
 
 
 def built_by_cli() -> bool:
@@ -39,7 +40,7 @@ def _drop_unaccepted_init_args(model_hparams: Any, model_class: type) -> None:
         del init_args[key]
 
 
-class LanguageModel(pl.LightningModule):
+class LanguageModel(ScaleOutHooks, pl.LightningModule):
     """Trains any `model(idx, targets) -> (logits, loss)` next-token predictor (GPT, TransformerLM, ...).
 
     Args:
@@ -81,29 +82,6 @@ class LanguageModel(pl.LightningModule):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
-
-    # --- scale-out: per-block activation checkpointing -> compile -> FSDP2 sharding ---
-    def configure_model(self) -> None:
-        """Lightning calls this before wrapping the module (DDP, FSDP) and before the optimizer exists.
-
-        Blocks are compiled in place even without a mesh; `fully_shard` applies only under
-        ModelParallelStrategy, which sets `self.device_mesh`. `load_from_checkpoint` calls this hook too,
-        without a Trainer: a loaded module stays eager (no compile wait before `generate`).
-        """
-        if self._trainer is None:
-            return
-        parallelize(
-            self.model,
-            self.device_mesh,
-            compile=self.hparams.get("compile", False),
-            activation_checkpointing=self.hparams.get("activation_checkpointing", False),
-        )
-
-    def configure_gradient_clipping(
-        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        # `trainer.gradient_clip_val` under every preset: also FSDPStrategy and bf16-mixed + fused AdamW
-        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # --- the tokenizer travels with the checkpoint, so generation needs no data module ---
     def setup(self, stage: str) -> None:

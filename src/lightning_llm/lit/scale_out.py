@@ -1,0 +1,35 @@
+"""The scale-out hooks both LightningModules share: checkpoint / compile / shard, and clipping that works
+under every preset."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+from lightning_llm.parallel import clip_gradients, parallelize
+
+
+class ScaleOutHooks(pl.LightningModule):
+    """Mix in before `pl.LightningModule`; the module keeps its network in `self.model` and its
+    `compile` / `activation_checkpointing` choices in its hparams."""
+
+    def configure_model(self) -> None:
+        """Per-block activation checkpointing, then compile, then FSDP2 sharding (`parallel.parallelize`).
+
+        Lightning calls this before wrapping the module (DDP, FSDP) and before the optimizer exists;
+        `fully_shard` applies only under ModelParallelStrategy, which sets `self.device_mesh`.
+        `load_from_checkpoint` calls it without a Trainer: a loaded module stays eager (no compile wait).
+        """
+        if self._trainer is None:
+            return
+        parallelize(
+            self.model,
+            self.device_mesh,
+            compile=self.hparams.get("compile", False),
+            activation_checkpointing=self.hparams.get("activation_checkpointing", False),
+        )
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        # `trainer.gradient_clip_val` under every preset: also FSDPStrategy and bf16-mixed + fused AdamW
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
