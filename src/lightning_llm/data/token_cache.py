@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,32 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_llm.atomic import atomic_open, atomic_write_text, remove_stale_temp_files
 from lightning_llm.data.tokenizers import Tokenizer, encode_stream, load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
 
 CACHE_FORMAT = 1
-TEMP_PREFIX = ".tmp-"
 # BPE learns its merges from at most this much text, spread evenly over a bigger corpus: its word counts grow
 # with the text it sees, so memory and time would grow with the corpus; the frequent merges are all in there.
 BPE_TRAIN_CHARS = 64 << 20
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text next to `path` under a temp name, then rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temp_files(directory: Path) -> None:
-    for leftover in directory.glob(f"{TEMP_PREFIX}*"):
-        leftover.unlink(missing_ok=True)
 
 
 @dataclass
@@ -83,17 +63,11 @@ def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size
     tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), vocab_size)
     atomic_write_text(directory / "tokenizer.json", tokenizer.to_json())
     dtype = token_dtype(tokenizer.vocab_size)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     n_tokens = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for ids in encode_stream(tokenizer, corpus.texts()):
-                handle.write(ids.astype(dtype).tobytes())
-                n_tokens += len(ids)
-        os.replace(tmp, directory / "tokens.bin")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(directory / "tokens.bin", "wb") as handle:
+        for ids in encode_stream(tokenizer, corpus.texts()):
+            handle.write(ids.astype(dtype).tobytes())
+            n_tokens += len(ids)
     meta = {
         "format": CACHE_FORMAT,
         "corpus": corpus.describe(),
