@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # Script name -> seconds it may take in quick mode; together they keep `make bench` under 10 minutes.
 QUICK_BUDGET_S = {
-    "lm_throughput": 90,
-    "precision_crossover": 150,
+    "lm_throughput": 60,
+    "precision_crossover": 180,
     "end_to_end": 90,
     "classifier_overhead": 90,
     "finetune_padding": 90,
