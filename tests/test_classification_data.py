@@ -100,6 +100,11 @@ def test_regression_labels_are_numbers(tmp_path, tiny_bert):
             r"train\.tsv line 3 has no value in column 'label'",
         ),
         (
+            {"train.tsv": "sentence\tlabel\na\t1\nb\tc\t0\n"},
+            {},
+            r"train\.tsv line 3 has 3 fields but the header has 2",
+        ),
+        (
             {"train.txt": "a\n"},
             {"train_file": "train.txt"},
             r"extension must be one of \.tsv, \.csv, \.jsonl",

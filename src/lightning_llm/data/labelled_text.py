@@ -81,6 +81,12 @@ def _read_delimited(path: Path, delimiter: str) -> TextTable:
         rows, lines = [], []
         line = reader.line_num + 1
         for row in reader:
+            if None in row:  # csv puts fields beyond the header under the key None
+                raise UserError(
+                    f"{path} line {line} has {len(columns) + len(row[None])} fields but the header has "
+                    f"{len(columns)}; a text holding a {'tab' if delimiter == chr(9) else 'comma'} must be "
+                    "quoted (CSV) or the row fixed"
+                )
             rows.append(row)
             lines.append(line)
             line = reader.line_num + 1
