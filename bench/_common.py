@@ -30,9 +30,18 @@ def machine() -> dict[str, Any]:
             line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
         ]
         model = names[0] if names else model
+    meminfo = Path("/proc/meminfo")
+    memory_gib = (
+        round(int(meminfo.read_text().split("MemTotal:")[1].split()[0]) / 2**20)
+        if meminfo.is_file()
+        else None
+    )
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": round(os.getloadavg()[0], 2),

@@ -73,9 +73,7 @@ class LightningBatchStats(Callback):
 def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: str) -> Any:
     """The LightningCLI of `lightning-llm fit --config configs/minilm-sst2.yaml <overrides>`, not yet run:
     its `.model`, `.datamodule` and `.trainer` (with `callbacks` added) are what a user's run gets."""
-    from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
-    from lightning_llm.callbacks.graceful_stop import GracefulStop
-    from lightning_llm.cli import LLMCLI, ConciseArgumentParser
+    from lightning_llm.cli import build_cli
 
     args = [
         "--config",
@@ -85,19 +83,7 @@ def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: 
         "--trainer.logger.init_args.save_dir",
         log_dir,
     ]
-    # Same constructor arguments as lightning_llm.cli.main, with run=False so the bench can time the fit.
-    return LLMCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss(), *callbacks]},
-        parser_class=ConciseArgumentParser,
-        args=[*args, *overrides],
-        run=False,
-    )
+    return build_cli([*args, *overrides], run=False, callbacks=callbacks)
 
 
 @torch.inference_mode()

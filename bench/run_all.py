@@ -12,12 +12,12 @@ The tables and the machine description also go to `bench/results/summary.md`.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -35,25 +35,11 @@ FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may ta
 
 def machine_description() -> str:
     """CPU model, cores, memory, torch version and load: what the figures depend on."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line
-        ]
-        cpu = names[0] if names else cpu
-    memory = ""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {total_kb / 2**20:.0f} GiB"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    m = machine()
+    memory = f", {m['memory_gib']} GiB" if m["memory_gib"] else ""
     return (
-        f"{cpu}, {os.cpu_count()} cores{memory}, {gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
-        f"load average {os.getloadavg()[0]:.1f} at the end"
+        f"{m['cpu']}, {m['cores']} cores{memory}, {m['gpu'] or 'no GPU'}; torch {m['torch']} "
+        f"({m['torch_threads']} threads), Python {m['python']}; load average {m['load_average_1m']:.1f} at the end"
     )
 
 

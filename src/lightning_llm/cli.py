@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
@@ -110,6 +111,25 @@ def resume_last_run(config) -> None:
     print(f"Resuming from {newest}", file=sys.stderr)
 
 
+def build_cli(args: list[str] | None, run: bool = True, callbacks: Sequence[Callback] = ()) -> LLMCLI:
+    """The project's LightningCLI (`run=False` builds model, data and trainer without running a subcommand);
+    `callbacks` join the ones every run gets."""
+    return LLMCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        trainer_defaults={
+            "callbacks": [GracefulStop(), StopOnNonFiniteLoss(), RandomStateCheckpoint(), *callbacks]
+        },
+        parser_class=ConciseArgumentParser,
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (`generate` and `consolidate` are ours, the rest Lightning's); a `UserError` ends it with one line, exit status 2."""
     argv = sys.argv[1:] if args is None else list(args)
@@ -122,17 +142,7 @@ def main(args: list[str] | None = None) -> None:
 
         return consolidate_main(argv[1:])
     with exit_on_user_error():
-        LLMCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [GracefulStop(), StopOnNonFiniteLoss(), RandomStateCheckpoint()]},
-            parser_class=ConciseArgumentParser,
-            args=args if args is None else argv,
-        )
+        build_cli(args if args is None else argv)
 
 
 if __name__ == "__main__":
