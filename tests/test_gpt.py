@@ -117,3 +117,13 @@ def test_config_round_trip_and_validation():
 def test_too_long_input_is_refused():
     with pytest.raises(ValueError, match="longer than block_size"):
         tiny_gpt()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_init_std_scales_every_weight_and_the_residual_projections_less():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=512, block_size=16, n_layer=2, n_head=2, n_embd=64, init_std=0.05)
+    assert model.transformer.wte.weight.std().item() == pytest.approx(0.05, rel=0.05)
+    assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.05, rel=0.05)
+    assert model.transformer.h[0].mlp.c_proj.weight.std().item() == pytest.approx(0.05 / 2, rel=0.05)
+    default = GPT(vocab_size=512, block_size=16, n_layer=2, n_head=2, n_embd=64)
+    assert default.transformer.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)  # GPT-2's
