@@ -67,6 +67,9 @@ def fit_args(root: Path, name: str, batch_size: int, steps: int = STEPS) -> list
     args = ["fit", "--config", str(CONFIG), *tiny_lm_overrides(root / "corpus.txt")]
     args += ["--data.cache_dir", str(root / "cache"), "--data.batch_size", str(batch_size)]
     args += ["--model.init_args.model.init_args.n_layer", "2", "--model.init_args.learning_rate", "1e-2"]
+    # no biases: the attention key bias gets an exactly-zero gradient, which Adam turns from rounding noise
+    # into full-size steps, so processes that sum in another order would drift apart there
+    args += ["--model.init_args.model.init_args.bias", "false"]
     args += ["--model.init_args.warmup_steps", "2", "--model.init_args.decay_steps", str(STEPS)]
     args += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps)]
     args += ["--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"]
