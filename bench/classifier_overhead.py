@@ -8,7 +8,7 @@ shared). Target: Lightning >= 0.95x the plain loop's examples/s. The examples pe
 are shown too: on a machine shared with other jobs they tell the overhead better than the wall clock (with
 `--threads 1`, where no thread waits on another).
 
-    python bench/classifier_overhead.py          # quick: 20 steps (4 untimed) x 2 repeats
+    python bench/classifier_overhead.py          # quick: 12 steps (2 untimed), one run each
     python bench/classifier_overhead.py --full   # 200 steps (10 untimed) x 3 repeats
 """
 
@@ -107,12 +107,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's, one per core)")
     parser.add_argument("--one", choices=list(RUNS), help=argparse.SUPPRESS)  # internal: one run, here
     args = parser.parse_args()
-    steps = args.steps or (200 if args.full else 20)
-    warmup = args.warmup if args.warmup is not None else (10 if args.full else 4)
+    steps = args.steps or (200 if args.full else 12)
+    warmup = args.warmup if args.warmup is not None else (10 if args.full else 2)
     if args.one:
         print(json.dumps(RUNS[args.one](steps, warmup)))
         return
-    repeats = args.repeats or (3 if args.full else 2)
+    repeats = args.repeats or (3 if args.full else 1)
     before = machine()
     if args.threads is not None:
         before["torch_threads"] = args.threads

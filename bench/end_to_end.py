@@ -4,7 +4,7 @@ Both run as fresh processes on the same text, seed, model, batch, schedule shape
 each preparing its data from the raw text (the fit gets an empty token cache). The wall time runs from
 launch to exit: start-up, data preparation, training, every evaluation, checkpoints, samples and logs.
 
-    python bench/end_to_end.py            # quick: 300 steps, evaluation every 100
+    python bench/end_to_end.py            # quick: 100 steps, evaluation every 50
     python bench/end_to_end.py --full     # the recipe: 2,000 steps, evaluation every 250
 
 The final val loss is each run's own: nanoGPT's mean over 20 random val batches, the fit's over its fixed
@@ -90,8 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.data).is_file():
         sys.exit(f"error: corpus {args.data} not found; pass --data PATH to a text file")
-    steps = args.steps or (2000 if args.full else 300)
-    eval_interval = args.eval_interval or (250 if args.full else 100)
+    steps = args.steps or (2000 if args.full else 100)
+    eval_interval = args.eval_interval or (250 if args.full else 50)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
 
     runs: dict[str, list[dict[str, Any]]] = {NANOGPT: [], FIT: []}

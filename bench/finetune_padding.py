@@ -9,7 +9,7 @@ The peer is `transformers.Trainer` on the same pre-tokenised texts, weights and 
 after training, every model is scored on the same dev batches. bf16 runs train fewer examples (they are
 slow on CPUs without native bf16), so their accuracy is not comparable.
 
-    python bench/finetune_padding.py          # quick (`make bench` budget): QUICK settings, 256 examples each
+    python bench/finetune_padding.py          # quick (`make bench` budget): QUICK settings, 128 examples each
     python bench/finetune_padding.py --full   # every setting: 4096 examples per fp32 one, 512 per bf16 one
 """
 
@@ -197,7 +197,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_setting(args.one, args.examples, args.warmup)))
         return
-    examples = args.examples or (4096 if args.full else 256)
+    examples = args.examples or (4096 if args.full else 128)
     bf16_examples = args.bf16_examples or (512 if args.full else 32)
     before = machine()
     if args.threads is not None:

@@ -4,7 +4,7 @@ Each variant runs in its own process (so peak RSS is its own) on the nanoGPT CPU
 configs/gpt-shakespeare-char.yaml, and the table prints tokens/s, model FLOP utilisation against the
 measured peak of this CPU's matmul, peak RSS, and the ratio to the plain loop.
 
-    python bench/lm_throughput.py           # quick: a, b, c; 60 steps (10 untimed), one run each
+    python bench/lm_throughput.py           # quick: a, b, c; 40 steps (10 untimed), one run each
     python bench/lm_throughput.py --full    # all five: 300 steps, best of 3 alternating runs
 
 The Lightning overhead is b / a: the Trainer path's tokens/s over the plain loop's (target >= 0.97).
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default a b c, --full all")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
-    steps = args.steps or (300 if args.full else 60)
+    steps = args.steps or (300 if args.full else 40)
     rounds = args.rounds or (3 if args.full else 1)
     # compiling takes tens of seconds per variant on a CPU: the quick run leaves it to --full
     variants = args.variants or (list(VARIANTS) if args.full else list(VARIANTS)[:3])

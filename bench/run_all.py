@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # Script name -> seconds it may take in quick mode; together they keep `make bench` under 10 minutes.
 QUICK_BUDGET_S = {
-    "lm_throughput": 60,
-    "precision_crossover": 180,
-    "end_to_end": 90,
-    "classifier_overhead": 90,
-    "finetune_padding": 90,
-    "data_prep": 90,
+    "lm_throughput": 90,
+    "precision_crossover": 100,
+    "end_to_end": 150,
+    "classifier_overhead": 65,
+    "finetune_padding": 115,
+    "data_prep": 30,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 
