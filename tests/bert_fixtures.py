@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+MINILM_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "minilm-sst2.yaml"
+
 WORDS = [
     "the",
     "a",
@@ -127,3 +129,12 @@ def shared_sst2() -> Path:
     if not (SHARED_SST2 / "train.tsv").is_file():
         pytest.skip("../shared/data/sst2 is absent")
     return SHARED_SST2
+
+
+def classifier_overrides(
+    folder: Path, tiny_bert: Path, config: Path = MINILM_CONFIG, batch_size: int = 4
+) -> list[str]:
+    """Arguments that shrink a classifier config to the tiny BERT and an SST-2-like folder, logging to ./logs."""
+    args = ["--config", str(config), "--model.init_args.pretrained", str(tiny_bert)]
+    args += ["--data.data_dir", str(folder), "--data.batch_size", str(batch_size)]
+    return [*args, "--trainer.logger.init_args.save_dir", "logs"]

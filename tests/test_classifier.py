@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
+from bert_fixtures import classifier_overrides, sst_like_dir, tiny_bert  # noqa: F401
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
@@ -326,18 +326,7 @@ def test_checkpoint_loads_without_the_data_module_and_logs_a_confusion_matrix(
 
 
 def cli_overrides(folder: Path, tiny_bert: Path) -> list[str]:
-    return [
-        "--config",
-        str(REPO / "configs" / "minilm-sst2.yaml"),
-        "--model.init_args.pretrained",
-        str(tiny_bert),
-        "--data.data_dir",
-        str(folder),
-        "--data.batch_size",
-        "8",
-        "--trainer.logger.init_args.save_dir",
-        "logs",
-    ]
+    return classifier_overrides(folder, tiny_bert, batch_size=8)
 
 
 def test_cli_fit_then_predict_writes_one_row_per_input_in_order(sst_like_dir, tiny_bert):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
+from bert_fixtures import classifier_overrides, sst_like_dir, tiny_bert  # noqa: F401
 
 from lightning_llm.cli import main
 
@@ -19,15 +19,7 @@ def test_the_classifier_configs_are_found():
 
 @pytest.mark.parametrize("config", CLASSIFIER_CONFIGS, ids=lambda p: p.stem)
 def test_every_classifier_config_parses_and_runs_fast_dev_run(config, sst_like_dir, tiny_bert, capsys):  # noqa: F811
-    args = ["--config", str(config), "--model.init_args.pretrained", str(tiny_bert)]
-    args += [
-        "--data.data_dir",
-        str(sst_like_dir),
-        "--data.batch_size",
-        "4",
-        "--trainer.logger.init_args.save_dir",
-        "logs",
-    ]
+    args = classifier_overrides(sst_like_dir, tiny_bert, config)
     with pytest.raises(SystemExit) as printed:
         main(["fit", *args, "--print_config"])
     assert printed.value.code == 0

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from lm_helpers import tiny_lm_overrides
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_llm.cli import main
 from lightning_llm.generate import main as generate_main
@@ -39,7 +39,9 @@ def test_fit_then_generate_from_the_checkpoint(tiny_corpus, capsys):
     assert ckpt.is_file()
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    assert {"train/loss", "val/loss", "val/ppl", "train/lr", "train/tokens_per_sec"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/ppl", "train/lr", "train/tokens_per_sec"} <= set(
+        events.Tags()["scalars"]
+    )
     assert "samples/text/text_summary" in events.Tags()["tensors"]
     capsys.readouterr()
     main(["generate", "--ckpt_path", str(ckpt), "--prompt", "the ", "--max_new_tokens", "12", "--seed", "1"])

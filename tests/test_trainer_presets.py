@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
+from bert_fixtures import classifier_overrides, sst_like_dir, tiny_bert  # noqa: F401
 from lm_helpers import tiny_lm_overrides
 
 from lightning_llm.checkpoints import load_module
@@ -119,18 +119,7 @@ def test_language_model_runs_under_cpu_presets(stack, tiny_corpus):
 
 
 def classifier_args(sst_like_dir: Path, tiny_bert: Path) -> list[str]:
-    return [
-        "--config",
-        str(REPO / "configs" / "minilm-sst2.yaml"),
-        "--model.init_args.pretrained",
-        str(tiny_bert),
-        "--data.data_dir",
-        str(sst_like_dir),
-        "--data.batch_size",
-        "4",
-        "--trainer.logger.init_args.save_dir",
-        "logs",
-    ]
+    return classifier_overrides(sst_like_dir, tiny_bert)
 
 
 @pytest.mark.parametrize("stack", CPU_STACKS, ids=str)
