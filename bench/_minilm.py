@@ -50,6 +50,8 @@ class BatchStats:
             "cpu_seconds": round(cpu_seconds, 2),
             "examples_per_s": self.examples / seconds if seconds else None,
             "examples_per_cpu_s": self.examples / cpu_seconds if cpu_seconds else None,
+            # Short runs see a few batches only: tokens/s does not depend on which lengths they drew.
+            "tokens_per_s": self.tokens / seconds if seconds else None,
             "pad_fraction": self.pad_tokens / max(1, self.tokens + self.pad_tokens),
         }
 

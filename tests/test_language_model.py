@@ -64,3 +64,33 @@ def test_training_lowers_the_loss_and_the_checkpoint_generates_alone(tiny_corpus
     assert text.startswith("the ") and len(text) == 24
     for name, tensor in module.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize(("limits", "expected"), [({"max_steps": 7}, [3, 6, 7]), ({"max_epochs": 2}, None)])
+def test_training_loss_is_logged_on_logging_steps_and_the_last_one(tiny_corpus, tmp_path, limits, expected):
+    """`self.log` costs milliseconds: the loss goes to the loggers' steps (every 3 here) and the run's last."""
+    dm = LanguageModelingDataModule(path=str(tiny_corpus), block_size=16, batch_size=8, cache_dir="cache")
+    module = LanguageModel(GPT(vocab_size=dm.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    logged_at: list[int] = []
+    log = module.log
+
+    def spy(name, value, *args, **kwargs):
+        if name == "train/loss":
+            logged_at.append(module.trainer.global_step + 1)  # the optimizer step this batch makes
+        return log(name, value, *args, **kwargs)
+
+    module.log = spy
+    trainer = pl.Trainer(
+        **limits,
+        log_every_n_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    total = trainer.global_step
+    assert logged_at == (expected or sorted({*range(3, total + 1, 3), total}))
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
-from lightning_llm.callbacks.training_logs import TrainingLogs
+from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.errors import UserError
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.pretrained import resolve_pretrained
@@ -129,7 +129,8 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_index: int) -> torch.Tensor:
         loss = self._loss(self._logits(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        if self._trainer is None or logs_this_step(self._trainer):  # see logs_this_step
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
