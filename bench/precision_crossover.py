@@ -5,13 +5,14 @@ does) in four ways: eager fp32, bf16 autocast (what `precision: bf16-mixed` does
 each block (what `model.compile: true` does), and both. The table gives the best step after warm-up
 (the least disturbed by other jobs on a shared machine) and the winner per width.
 
-    python bench/precision_crossover.py           # quick: 1 warm-up + 2 timed steps, small batches
-    python bench/precision_crossover.py --full    # 3 warm-up + 10 timed steps, the issue's batch sizes
+    python bench/precision_crossover.py           # quick: 1 warm-up + 2 timed steps, no compile
+    python bench/precision_crossover.py --full    # 3 warm-up + 10 timed steps, compile too
 
-Quick mode keeps `make bench` short: fewer windows per step at the wide models, no compile (tens of
-seconds of compilation per variant on a CPU; `lm_throughput.py` compiles the 128-wide model in quick
-mode too), and a variant whose warm-up step takes over 5 s (bf16 without native bf16 matmuls) is timed by
-that one step, its one-off set-up included.
+The wide models train a few windows per step (the issue's batches of 16 and 8 make one bf16 step take
+minutes on a CPU without native bf16 matmuls); ms/step compares variants at the same batch. A variant
+whose warm-up step takes over 2 s (quick) or 5 s (full) is timed by that one step, its one-off set-up
+included. Quick mode leaves compile out (tens of seconds of compilation per variant on a CPU);
+`lm_throughput.py` compiles the 128-wide model in quick mode too.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # The issue's reference points (4 x 128, block 64, batch 12 and 6 x 384, block 256, batch 16) and two
-# widths around them; heads stay 64 wide from 256 up. Quick mode trains fewer windows per step.
+# widths around them; heads stay 64 wide from 256 up. Fewer windows per step at the wide ones.
 SHAPES = {
-    128: {"n_layer": 4, "n_head": 4, "block_size": 64, "batch_size": 12, "quick_batch_size": 12},
-    256: {"n_layer": 4, "n_head": 4, "block_size": 128, "batch_size": 16, "quick_batch_size": 8},
-    384: {"n_layer": 6, "n_head": 6, "block_size": 256, "batch_size": 16, "quick_batch_size": 2},
-    768: {"n_layer": 6, "n_head": 12, "block_size": 256, "batch_size": 8, "quick_batch_size": 1},
+    128: {"n_layer": 4, "n_head": 4, "block_size": 64, "batch_size": 12},
+    256: {"n_layer": 4, "n_head": 4, "block_size": 128, "batch_size": 8},
+    384: {"n_layer": 6, "n_head": 6, "block_size": 256, "batch_size": 2},
+    768: {"n_layer": 6, "n_head": 12, "block_size": 256, "batch_size": 1},
 }
 QUICK_COMPILE_WIDTHS: tuple[int, ...] = ()  # compiling costs minutes per width on a CPU: --full only
-QUICK_SLOW_STEP_S = 5.0
+SLOW_STEP_S = {"quick": 2.0, "full": 5.0}
 VARIANTS = {
     "fp32 eager": {"bf16": False, "compile": False},
     "bf16 autocast": {"bf16": True, "compile": False},
@@ -93,14 +94,14 @@ def time_variant(
 
 def run_width(width: int, warmup: int, timed: int, full: bool) -> dict[str, Any]:
     """Every variant at one width, in this process; a failing variant is reported, not fatal."""
-    batch_size = SHAPES[width]["batch_size" if full else "quick_batch_size"]
+    batch_size = SHAPES[width]["batch_size"]
     results = {}
     for variant, options in VARIANTS.items():
         if options["compile"] and not full and width not in QUICK_COMPILE_WIDTHS:
             results[variant] = {"skipped": "compiled in --full only"}
             continue
         try:
-            slow_step_s = None if full else QUICK_SLOW_STEP_S
+            slow_step_s = SLOW_STEP_S["full" if full else "quick"]
             results[variant] = time_variant(width, variant, warmup, timed, batch_size, slow_step_s)
         except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for inductor: report and go on
             results[variant] = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
@@ -135,7 +136,7 @@ def main() -> None:
             results = json.loads(done.stdout.strip().splitlines()[-1])
         good = {variant: r["best_ms"] for variant, r in results.items() if "best_ms" in r}
         winner = min(good, key=good.get) if good else None
-        batch_size = SHAPES[width]["batch_size" if args.full else "quick_batch_size"]
+        batch_size = SHAPES[width]["batch_size"]
         shape = {key: SHAPES[width][key] for key in ("n_layer", "n_head", "block_size")}
         rows.append(
             {"width": width, **shape, "batch_size": batch_size, "variants": results, "winner": winner}
