@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,3 +104,19 @@ def report(
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
     return out
+
+
+def paired_ratio(
+    baseline: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]], key: str
+) -> dict | None:
+    """other / baseline of `key` for each round (the two ran back to back), and the median of those ratios.
+
+    Pairing runs that ran next to each other cancels most of a shared machine's slow spells, which move
+    one run's figure by up to 10% on 2 cores; comparing the best run of each would not.
+    """
+    ratios = [
+        b[key] / a[key]
+        for a, b in zip(baseline, other, strict=False)
+        if "error" not in a and "error" not in b
+    ]
+    return {"per_round": ratios, "median": statistics.median(ratios)} if ratios else None

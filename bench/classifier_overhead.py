@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Any
 
-from _common import Column, machine, report, run_child, threads_env
+from _common import Column, machine, paired_ratio, report, run_child, threads_env
 
 TARGET = 0.95
 COLUMNS: list[Column] = [
@@ -29,9 +29,9 @@ COLUMNS: list[Column] = [
     ("runs", "examples/s (each run)", ""),
     ("pad_fraction", "pad tokens", ".1%"),
     ("peak_rss_mb", "peak RSS MB", ".0f"),
-    ("ratio", "vs plain loop", ".3f"),
+    ("ratio", "vs plain loop (median of pairs)", ".3f"),
     ("examples_per_cpu_s", "examples/CPU-s (best)", ".1f"),
-    ("cpu_ratio", "vs plain, CPU time", ".3f"),
+    ("cpu_ratio", "vs plain, CPU time (median)", ".3f"),
 ]
 
 
@@ -117,8 +117,9 @@ def main() -> None:
     if args.threads is not None:
         before["torch_threads"] = args.threads
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in RUNS}
-    for _ in range(repeats):
-        for name in RUNS:
+    for repeat in range(repeats):
+        # alternate the order, so a slow spell of a shared machine does not fall on one variant only
+        for name in list(RUNS) if repeat % 2 == 0 else list(RUNS)[::-1]:
             argv = [__file__, "--one", name, "--steps", str(steps), "--warmup", str(warmup)]
             result = run_child(argv, threads_env(args.threads))
             runs[name].append(result)
@@ -135,12 +136,14 @@ def main() -> None:
         rows.append(
             {"variant": name, **best, "examples_per_cpu_s": cpu_best, "runs": each, "all_runs": results}
         )
-    plain = next((r for r in rows if r["variant"] == "plain loop" and "error" not in r), None)
+    plain_runs = runs["plain loop"]
     for row in rows:
-        if plain is not None and "error" not in row:
-            row["ratio"] = row["examples_per_s"] / plain["examples_per_s"]
-            # Per CPU second of the process: what the ratio is without the other jobs of a shared machine.
-            row["cpu_ratio"] = row["examples_per_cpu_s"] / plain["examples_per_cpu_s"]
+        if "error" not in row:
+            # The median ratio of each repeat's back-to-back pair (see paired_ratio), by wall and CPU time.
+            pair = paired_ratio(plain_runs, runs[row["variant"]], "examples_per_s")
+            cpu_pair = paired_ratio(plain_runs, runs[row["variant"]], "examples_per_cpu_s")
+            row["ratio"] = pair and pair["median"]
+            row["cpu_ratio"] = cpu_pair and cpu_pair["median"]
     print(
         f"\nMiniLM-L6 on SST-2 (configs/minilm-sst2.yaml, batch 32, length-grouped, fp32), {steps} steps "
         f"({warmup} untimed) x {repeats} runs, {before['torch_threads']} threads, load {before['load_average_1m']}\n"

@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -54,21 +54,6 @@ def peak_matmul_flops() -> float:
 
 
 OVERHEAD_PAIR = ("a_plain_loop", "b_trainer")
-
-
-def overhead_ratio(runs: dict[str, list[dict]]) -> dict | None:
-    """b / a tokens/s of each round (the two ran back to back) and their median.
-
-    Pairing runs that ran next to each other cancels most of a shared machine's slow spells, which move
-    a single run's figure by up to 10% on 2 cores; the best of each variant alone would not.
-    """
-    plain, trainer = (runs.get(name, []) for name in OVERHEAD_PAIR)
-    ratios = [
-        b["tokens_per_s"] / a["tokens_per_s"]
-        for a, b in zip(plain, trainer, strict=False)
-        if "error" not in a and "error" not in b
-    ]
-    return {"per_round": ratios, "median": statistics.median(ratios)} if ratios else None
 
 
 def steps_for(name: str, steps: int, warmup: int) -> tuple[int, int]:
@@ -218,7 +203,7 @@ def main() -> None:
             f"| {row['variant']} | {row['tokens_per_s']:.0f} | {row['ms_per_step']:.1f} | {row['mfu']:.1%} | "
             f"{row['peak_rss_mb']:.0f} | {ratio} |"
         )
-    overhead = overhead_ratio(runs)
+    overhead = paired_ratio(*(runs.get(name, []) for name in OVERHEAD_PAIR), "tokens_per_s")
     if overhead is not None:
         verdict = "meets" if overhead["median"] >= 0.97 else "misses"
         each = ", ".join(f"{ratio:.3f}" for ratio in overhead["per_round"])
