@@ -26,9 +26,9 @@ RESULTS = ROOT / "bench" / "results"
 QUICK_BUDGET_S = {
     "lm_throughput": 180,
     "precision_crossover": 110,
-    "end_to_end": 90,
+    "end_to_end": 80,
     "classifier_overhead": 70,
-    "finetune_padding": 140,
+    "finetune_padding": 170,
     "data_prep": 110,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
