@@ -190,7 +190,7 @@ def main() -> None:
         f"{steps_for('c_trainer_bf16', steps, args.warmup)[0]} bf16 steps (3 untimed), "
         f"tokens/s the best of {rounds} rounds (a, b) or of the runs made; peak fp32 matmul {peak / 1e9:.0f} GFLOP/s; load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| variant | tokens/s | ms/step | MFU | peak RSS MB | vs plain loop |")
+    print("| variant | tokens/s | ms/step | MFU | peak RSS MB | vs plain loop (best runs) |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         if "error" in row:
