@@ -4,12 +4,14 @@ Each variant runs in its own process (so peak RSS is its own) on the nanoGPT CPU
 configs/gpt-shakespeare-char.yaml, and the table prints tokens/s, model FLOP utilisation against the
 measured peak of this CPU's matmul, peak RSS, and the ratio to the plain loop.
 
-    python bench/lm_throughput.py           # quick: all five, fp32 150 steps (15 untimed); a and b twice
+    python bench/lm_throughput.py           # quick: all five once, fp32 150 steps (15 untimed)
     python bench/lm_throughput.py --full    # 400 steps (20 untimed), 3 alternating rounds of all five
 
 bf16 variants run a twentieth of the steps (at least 8, 3 untimed): without native bf16 matmuls (AVX2 CPUs)
 one of their steps takes a second. The Lightning overhead is b / a: the Trainer path's tokens/s over the
-plain loop's (target >= 0.97); under 100 timed steps its noise on a 2-core machine is several percent.
+plain loop's (target >= 0.97). Separate processes minutes apart differ by up to 10-20% on a shared 2-core
+machine, so the verdict comes from bench/lm_overhead.py: both paths in one process, alternating blocks of
+steps (quick: 10 pairs of 20 steps, --full: 24 of 25); the process pairs are printed beside it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def peak_matmul_flops() -> float:
 
 
 OVERHEAD_PAIR = ("a_plain_loop", "b_trainer")
+TARGET = 0.97  # the issue's bar for b / a
+
+
+def interleaved_overhead(data: str, full: bool) -> dict:
+    """bench/lm_overhead.py's result: b / a from alternating blocks of steps in one process."""
+    blocks, block_steps = (24, 25) if full else (10, 20)
+    command = [sys.executable, str(ROOT / "bench" / "lm_overhead.py"), "--data", data]
+    command += ["--blocks", str(blocks), "--block_steps", str(block_steps)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def steps_for(name: str, steps: int, warmup: int) -> tuple[int, int]:
@@ -147,14 +161,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="fp32 training steps per run (default 150, --full 400)")
     parser.add_argument("--warmup", type=int, help="untimed first steps of an fp32 run (15, --full 20)")
     parser.add_argument(
-        "--rounds", type=int, help="rounds of a and b, alternating (default 2, --full 3 of all)"
+        "--rounds", type=int, help="rounds of a and b, alternating (default 1, --full 3 of all)"
     )
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default: all five")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     steps = args.steps or (400 if args.full else 150)
     args.warmup = args.warmup if args.warmup is not None else (20 if args.full else 15)
-    rounds = args.rounds or (3 if args.full else 2)
+    rounds = args.rounds or (3 if args.full else 1)
     variants = args.variants or list(VARIANTS)
     if args.one:
         variant_steps, warmup = steps_for(args.one, steps, args.warmup)
@@ -204,13 +218,20 @@ def main() -> None:
             f"{row['peak_rss_mb']:.0f} | {ratio} |"
         )
     overhead = paired_ratio(*(runs.get(name, []) for name in OVERHEAD_PAIR), "tokens_per_s")
-    if overhead is not None:
-        verdict = "meets" if overhead["median"] >= 0.97 else "misses"
-        each = ", ".join(f"{ratio:.3f}" for ratio in overhead["per_round"])
+    interleaved = interleaved_overhead(args.data, args.full)
+    if "error" in interleaved:
+        print(f"\nLightning overhead, interleaved in one process: failed: {interleaved['error']}")
+    else:
+        verdict = "meets" if interleaved["median"] >= TARGET else "misses"
         print(
-            f"\nLightning overhead: b / a = {overhead['median']:.3f}, the median of each round's back-to-back "
-            f"pair ({each}); {verdict} the 0.97 target"
+            f"\nLightning overhead: b / a = {interleaved['median']:.3f} ({verdict} the {TARGET} target), the median "
+            f"of {interleaved['blocks']} pairs of {interleaved['block_steps']}-step blocks run alternately in one "
+            f"process (`fit` as configured, with its logger and callbacks): "
+            f"{interleaved['trainer_ms_per_step']:.1f} vs {interleaved['plain_ms_per_step']:.1f} ms per step"
         )
+    if overhead is not None:
+        each = ", ".join(f"{ratio:.3f}" for ratio in overhead["per_round"])
+        print(f"Separate processes, back to back: b / a = {overhead['median']:.3f} (pairs {each})")
     out = ROOT / "bench" / "results" / "lm_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -221,6 +242,7 @@ def main() -> None:
         "rows": rows,
         "runs": runs,
         "overhead": overhead,
+        "interleaved_overhead": interleaved,
     }
     out.write_text(json.dumps(record, indent=2))
     print(f"\nwrote {out.relative_to(ROOT)}")

@@ -1,0 +1,157 @@
+"""The Lightning overhead of the GPT path, measured in one process: Trainer steps and plain-loop steps in
+alternating blocks.
+
+`lightning-llm fit --config configs/gpt-shakespeare-char.yaml` runs as a user runs it (its logger, progress
+bar, checkpoint and logging callbacks; validation off). A callback pauses it every `block_steps` steps and
+runs as many steps of a plain PyTorch loop (bench/plain_loop.py's: the same AdamW groups, schedule,
+clipping and data windows) on a twin of the same initial model. Each Trainer block is the wall time between
+two pauses: every hook, log and batch fetch of its steps. A block of one and the block after it ran a
+second apart, so a slow spell of a shared machine falls on both, which separate processes cannot give.
+
+    python bench/lm_overhead.py [--blocks 12] [--block_steps 25] [CLI arguments, e.g. --trainer.enable_progress_bar false]
+
+The last line is JSON: each pair's plain / Trainer time (the tokens/s ratio of b to a) and their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import ROOT
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_llm.lit.schedules import warmup_cosine
+
+CONFIG = ROOT / "configs" / "gpt-shakespeare-char.yaml"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+class PlainLoop:
+    """bench/plain_loop.py's step on its own copy of the model, optimizer and batch iterator."""
+
+    def __init__(self, model: torch.nn.Module, hparams: Any, decay_steps: int, batches: Any) -> None:
+        self.model, self.hparams, self.decay_steps, self.batches = model, hparams, decay_steps, batches
+        self.params = list(model.parameters())
+        groups = [
+            {"params": [p for p in self.params if p.dim() >= 2], "weight_decay": hparams.weight_decay},
+            {"params": [p for p in self.params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=hparams.learning_rate, betas=tuple(hparams.betas), eps=hparams.eps, fused=True
+        )
+        self.step = 0
+
+    def run(self, steps: int, clip: float) -> float:
+        """Seconds for `steps` training steps."""
+        hp = self.hparams
+        start = time.perf_counter()
+        for _ in range(steps):
+            scale = warmup_cosine(self.step, hp.warmup_steps, self.decay_steps, hp.min_lr / hp.learning_rate)
+            for group in self.optimizer.param_groups:
+                group["lr"] = hp.learning_rate * scale
+            x, y = next(self.batches)
+            _, loss = self.model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.optimizer.step()
+            self.step += 1
+        return time.perf_counter() - start
+
+
+class Interleave(Callback):
+    """After `warmup` Trainer steps (and as many plain ones), alternates plain and Trainer blocks."""
+
+    def __init__(self, twin: torch.nn.Module, warmup: int, blocks: int, block_steps: int) -> None:
+        self.twin, self.warmup, self.blocks, self.block_steps = twin, warmup, blocks, block_steps
+        self.plain_s: list[float] = []
+        self.trainer_s: list[float] = []
+        self._mark: float | None = None
+        self._loop: PlainLoop | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        batches = iter(trainer.datamodule.train_dataloader())
+        decay = pl_module.hparams.decay_steps or trainer.max_steps
+        self._loop = PlainLoop(self.twin, pl_module.hparams, decay, batches)
+        self._loop.run(self.warmup, trainer.gradient_clip_val)  # untimed, as the Trainer's first steps are
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        done = trainer.global_step - self.warmup  # timed Trainer steps so far
+        if done < 0 or done % self.block_steps:
+            return
+        if self._mark is not None:
+            self.trainer_s.append(time.perf_counter() - self._mark)
+        if len(self.plain_s) < self.blocks:
+            self.plain_s.append(self._loop.run(self.block_steps, trainer.gradient_clip_val))
+        self._mark = time.perf_counter()
+
+
+def measure(
+    data: str, blocks: int, block_steps: int, warmup: int, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Fit the config for `warmup + blocks * block_steps` steps, interleaved; `overrides` are CLI arguments."""
+    from lightning_llm.cli import build_cli
+
+    steps = warmup + blocks * block_steps
+    with tempfile.TemporaryDirectory() as work:
+        args = ["--config", str(CONFIG), "--data.path", data, "--data.cache_dir", f"{work}/cache"]
+        args += ["--trainer.logger.init_args.save_dir", f"{work}/logs", "--trainer.max_steps", str(steps)]
+        args += ["--trainer.limit_val_batches", "0", "--model.init_args.decay_steps", "2000", *overrides]
+        torch.manual_seed(0)
+        cli = build_cli(args, run=False)
+        interleave = Interleave(copy.deepcopy(cli.model.model), warmup, blocks, block_steps)
+        cli.trainer.callbacks.append(interleave)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ratios = [
+        plain / lightning for plain, lightning in zip(interleave.plain_s, interleave.trainer_s, strict=True)
+    ]
+    tokens = block_steps * cli.datamodule.batch_size * cli.datamodule.block_size
+    return {
+        "blocks": len(ratios),
+        "block_steps": block_steps,
+        "warmup_steps": warmup,
+        "plain_ms_per_step": 1000 * statistics.median(interleave.plain_s) / block_steps,
+        "trainer_ms_per_step": 1000 * statistics.median(interleave.trainer_s) / block_steps,
+        "plain_tokens_per_s": tokens * len(ratios) / sum(interleave.plain_s[: len(ratios)]),
+        "trainer_tokens_per_s": tokens * len(ratios) / sum(interleave.trainer_s),
+        "per_block": ratios,
+        "median": statistics.median(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--blocks", type=int, default=12, help="pairs of blocks (plain, then Trainer)")
+    parser.add_argument("--block_steps", type=int, default=25, help="steps in each block")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed first steps of each")
+    args, overrides = (
+        parser.parse_known_args()
+    )  # the rest go to the CLI, e.g. --trainer.enable_progress_bar false
+    if not Path(args.data).is_file():
+        sys.exit(f"error: corpus {args.data} not found; pass --data PATH to a text file")
+    result = measure(args.data, args.blocks, args.block_steps, args.warmup, overrides)
+    each = ", ".join(f"{ratio:.3f}" for ratio in result["per_block"])
+    print(
+        f"Lightning overhead, interleaved in one process: {result['blocks']} pairs of {args.block_steps}-step "
+        f"blocks, plain {result['plain_ms_per_step']:.1f} ms/step, Trainer {result['trainer_ms_per_step']:.1f} "
+        f"ms/step (medians); b / a per pair: {each}",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
