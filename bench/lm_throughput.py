@@ -11,7 +11,7 @@ bf16 variants run a twentieth of the steps (at least 8, 3 untimed): without nati
 one of their steps takes a second. The Lightning overhead is b / a: the Trainer path's tokens/s over the
 plain loop's (target >= 0.97). Separate processes minutes apart differ by up to 10-20% on a shared 2-core
 machine, so the verdict comes from bench/lm_overhead.py: both paths in one process, alternating blocks of
-steps (quick: 10 pairs of 20 steps, --full: 24 of 25); the process pairs are printed beside it.
+steps (quick: 10 Trainer blocks of 20 steps, --full: 24 of 25); the process pairs are printed beside it.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_index in range(rounds):
         # alternate the order, so a slow spell of a shared machine does not fall on one variant only;
-        # quick mode repeats only the pair the overhead ratio compares
+        # with more than one quick round, the later ones repeat only the pair the overhead ratio compares
         chosen = variants if args.full or round_index == 0 else [v for v in variants if v in OVERHEAD_PAIR]
         order = chosen if round_index % 2 == 0 else chosen[::-1]
         for name in order:
@@ -218,15 +218,17 @@ def main() -> None:
             f"{row['peak_rss_mb']:.0f} | {ratio} |"
         )
     overhead = paired_ratio(*(runs.get(name, []) for name in OVERHEAD_PAIR), "tokens_per_s")
-    interleaved = interleaved_overhead(args.data, args.full)
+    both = all(name in variants for name in OVERHEAD_PAIR)
+    interleaved = interleaved_overhead(args.data, args.full) if both else {"error": "a or b not run"}
     if "error" in interleaved:
         print(f"\nLightning overhead, interleaved in one process: failed: {interleaved['error']}")
     else:
         verdict = "meets" if interleaved["median"] >= TARGET else "misses"
         print(
             f"\nLightning overhead: b / a = {interleaved['median']:.3f} ({verdict} the {TARGET} target), the median "
-            f"of {interleaved['blocks']} pairs of {interleaved['block_steps']}-step blocks run alternately in one "
-            f"process (`fit` as configured, with its logger and callbacks): "
+            f"over {interleaved['blocks']} {interleaved['block_steps']}-step blocks of `fit` (as configured, with its "
+            f"logger and callbacks), each against the plain-loop blocks run just before and after it in the same "
+            f"process: "
             f"{interleaved['trainer_ms_per_step']:.1f} vs {interleaved['plain_ms_per_step']:.1f} ms per step"
         )
     if overhead is not None:
