@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from _common import ROOT
 from lightning.pytorch import Callback, LightningModule, Trainer
+from plain_loop import adamw, train_step
 
 from lightning_llm.lit.schedules import warmup_cosine
 
@@ -39,7 +40,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
 class PlainLoop:
-    """bench/plain_loop.py's step on its own copy of the model, optimizer and batch iterator."""
+    """bench/plain_loop.py's optimizer and step on its own model copy and batch iterator."""
 
     def __init__(
         self, model: torch.nn.Module, hparams: Any, decay_steps: int, make_batches: Callable[[], Any]
@@ -47,13 +48,8 @@ class PlainLoop:
         self.model, self.hparams, self.decay_steps = model, hparams, decay_steps
         self.make_batches = make_batches  # a new iterable of (x, y) batches, one epoch
         self.batches = iter(make_batches())
-        self.params = list(model.parameters())
-        groups = [
-            {"params": [p for p in self.params if p.dim() >= 2], "weight_decay": hparams.weight_decay},
-            {"params": [p for p in self.params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=hparams.learning_rate, betas=tuple(hparams.betas), eps=hparams.eps, fused=True
+        self.optimizer = adamw(
+            model, hparams.learning_rate, hparams.weight_decay, tuple(hparams.betas), hparams.eps
         )
         self.step = 0
 
@@ -70,14 +66,7 @@ class PlainLoop:
         start = time.perf_counter()
         for _ in range(steps):
             scale = warmup_cosine(self.step, hp.warmup_steps, self.decay_steps, hp.min_lr / hp.learning_rate)
-            for group in self.optimizer.param_groups:
-                group["lr"] = hp.learning_rate * scale
-            x, y = self._next_batch()
-            _, loss = self.model(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, clip)
-            self.optimizer.step()
+            train_step(self.model, self.optimizer, self._next_batch(), hp.learning_rate * scale, clip)
             self.step += 1
         return time.perf_counter() - start
 

@@ -20,27 +20,42 @@ from lightning_llm.lit.schedules import warmup_cosine
 from lightning_llm.models import GPT
 
 
-def train_steps(model: torch.nn.Module, dm: LanguageModelingDataModule, steps: int, warmup: int) -> float:
-    """Seconds for the training steps after the first `warmup` ones, nanoGPT style (no evaluation)."""
+def adamw(
+    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float = 1e-8
+) -> torch.optim.AdamW:
+    """The project's AdamW: weight decay on matrices only, fused."""
     params = list(model.parameters())
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), fused=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+
+
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, lr: float, clip: float
+) -> torch.Tensor:
+    """One nanoGPT-style step at learning rate `lr`: forward, backward, clip, update; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = batch
+    _, loss = model(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss
+
+
+def train_steps(model: torch.nn.Module, dm: LanguageModelingDataModule, steps: int, warmup: int) -> float:
+    """Seconds for the training steps after the first `warmup` ones, nanoGPT style (no evaluation)."""
+    optimizer = adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
     batches = iter(dm.train_dataloader())
     start = 0.0
     for step in range(steps):
         if step == warmup:
             start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * warmup_cosine(step, 100, steps, 0.1)
-        x, y = next(batches)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        train_step(model, optimizer, next(batches), 1e-3 * warmup_cosine(step, 100, steps, 0.1), 1.0)
     return time.perf_counter() - start
 
 
@@ -71,12 +86,7 @@ def train(
         path=data_path, block_size=block_size, batch_size=batch_size, seed=seed, val_windows=val_windows
     )
     model = GPT(dm.vocab_size, block_size, n_layer, n_head, n_embd, dropout=0.0, bias=False)
-    params = list(model.parameters())
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
+    optimizer = adamw(model, lr=learning_rate, weight_decay=weight_decay, betas=betas)
     train_batches = iter(())
     val_loader = dm.val_dataloader()
     history = []
@@ -93,19 +103,14 @@ def train(
 
     step_time = 0.0
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate * warmup_cosine(step, warmup_steps, steps, min_lr / learning_rate)
+        lr = learning_rate * warmup_cosine(step, warmup_steps, steps, min_lr / learning_rate)
         try:
-            x, y = next(train_batches)
+            batch = next(train_batches)
         except StopIteration:
             train_batches = iter(dm.train_dataloader())
-            x, y = next(train_batches)
+            batch = next(train_batches)
         t0 = time.perf_counter()
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        train_step(model, optimizer, batch, lr, grad_clip)
         step_time += time.perf_counter() - t0
         if (step + 1) % eval_interval == 0 or step + 1 == steps:
             history.append((step + 1, round(evaluate(), 4)))

@@ -11,8 +11,8 @@ each block (what `model.compile: true` does), and both. The table gives the best
 The wide models train a few windows per step (the issue's batches of 16 and 8 make one bf16 step take
 minutes on a CPU without native bf16 matmuls); ms/step compares variants at the same batch. A variant
 whose last warm-up step takes over 2 s (quick) or 5 s (full) is timed by that step alone (in quick mode,
-one warm-up step: its one-off set-up included). Quick mode leaves compile out (tens of seconds of compilation per variant on a CPU);
-`lm_throughput.py` compiles the 128-wide model in quick mode too.
+one warm-up step: its one-off set-up included). Quick mode leaves compile out (tens of seconds of
+compilation per variant on a CPU); `lm_throughput.py` compiles the 128-wide model in quick mode too.
 """
 
 from __future__ import annotations
