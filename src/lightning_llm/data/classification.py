@@ -206,7 +206,7 @@ class TextClassificationDataModule(LightningDataModule):
         table.require_column(self.text_column, "text_column")
         if self.text_pair_column is not None:
             table.require_column(self.text_pair_column, "text_pair_column")
-        found = set(map(str, table.values(self.label_column, "label_column")))
+        found = set(self._label_texts(table))
         if len(found) < 2:
             raise UserError(
                 f"{table.source} has only the label(s) {sorted(found)}; a classifier needs "
@@ -363,10 +363,9 @@ class TextClassificationDataModule(LightningDataModule):
         return TokenizedTexts(input_ids, token_type_ids, labels=self._label_ids(table))
 
     def _label_ids(self, table: TextTable) -> list[int] | list[float]:
-        values = table.values(self.label_column, "label_column")
         if self.task == "regression":
             numbers = []
-            for index, value in enumerate(values):
+            for index, value in enumerate(table.values(self.label_column, "label_column")):
                 try:
                     numbers.append(float(value))
                 except ValueError:
@@ -377,8 +376,7 @@ class TextClassificationDataModule(LightningDataModule):
             return numbers
         ids = {name: position for position, name in enumerate(self.label_names)}
         label_ids = []
-        for index, value in enumerate(values):
-            label = str(value)
+        for index, label in enumerate(self._label_texts(table)):
             if label not in ids:
                 raise UserError(
                     f"{table.where(index)}: label {label!r} is not one of the labels {self.label_names}; "
@@ -386,6 +384,19 @@ class TextClassificationDataModule(LightningDataModule):
                 )
             label_ids.append(ids[label])
         return label_ids
+
+    def _label_texts(self, table: TextTable) -> list[str]:
+        """Every row's class label as text without surrounding whitespace: `1` and `1 ` are one class."""
+        labels = []
+        for index, value in enumerate(table.values(self.label_column, "label_column")):
+            label = str(value).strip()
+            if not label:
+                raise UserError(
+                    f"{table.where(index)}: the label in column {self.label_column!r} is empty; "
+                    "write the row's class or remove the row."
+                )
+            labels.append(label)
+        return labels
 
     def _row_ids(self, table: TextTable) -> list[str]:
         if self.id_column is not None:

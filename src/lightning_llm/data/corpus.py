@@ -13,10 +13,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from lightning_llm.data.text_encoding import binary_file_error, detect_encoding
 from lightning_llm.errors import UserError
 
 STDLIB = "stdlib"  # the embedded default: this interpreter's own standard-library sources
 TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".html", ".xml", ".c", ".h")
+CORPUS_FILE_FIX = "convert it to UTF-8 (e.g. with iconv), or remove it from data.path if it is not text"
 # Tests, vendored packages and the IDE's sources would crowd out the library's own code.
 STDLIB_EXCLUDED_PARTS = frozenset({"test", "tests", "site-packages", "dist-packages", "idlelib", "lib2to3"})
 
@@ -70,7 +72,8 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
 
 
 class FileCorpus:
-    """Text files read in order; non-UTF-8 bytes are replaced (U+FFFD), counted and reported."""
+    """Text files read in order, each in the encoding its byte-order mark names (UTF-8 without one);
+    bytes that do not decode are replaced (U+FFFD), counted and reported; a binary file is refused."""
 
     def __init__(self, files: Sequence[Path], chunk_chars: int = 1 << 20) -> None:
         self.files = list(files)
@@ -92,17 +95,14 @@ class FileCorpus:
     def texts(self) -> Iterator[str]:
         """Chunks of text; files are joined with a newline so one file's last line never runs into the next."""
         self.replaced_bytes = 0
+        # Every file's encoding first: a binary file in a folder is refused before any tokenizer work.
+        encodings = [detect_encoding(file, CORPUS_FILE_FIX) for file in self.files]
         empty = True
-        for file in self.files:
-            with open(file, encoding="utf-8", errors="replace", newline="") as handle:
-                while True:
-                    chunk = handle.read(self.chunk_chars)
-                    if not chunk:
-                        break
-                    chunk += handle.readline()  # end on a line boundary
-                    self.replaced_bytes += chunk.count("\ufffd")
-                    empty = empty and not chunk.strip()
-                    yield chunk
+        for file, encoding in zip(self.files, encodings, strict=True):
+            for chunk in self._file_chunks(file, encoding):
+                self.replaced_bytes += chunk.count("\ufffd")
+                empty = empty and not chunk.strip()
+                yield chunk
             yield "\n"
         if empty:
             names = ", ".join(str(f) for f in self.files[:3])
@@ -112,6 +112,15 @@ class FileCorpus:
                 f"{self.replaced_bytes} byte(s) that are not UTF-8 were replaced by U+FFFD while reading the corpus",
                 stacklevel=2,
             )
+
+    def _file_chunks(self, file: Path, encoding: str) -> Iterator[str]:
+        """One file decoded incrementally, in chunks of about `chunk_chars` that end at a line end."""
+        with open(file, encoding=encoding, errors="replace", newline="") as handle:
+            while chunk := handle.read(self.chunk_chars):
+                chunk += handle.readline()
+                if encoding == "utf-8" and "\0" in chunk:  # a NUL past the sniffed start: not text either
+                    raise binary_file_error(file, CORPUS_FILE_FIX)
+                yield chunk
 
 
 class HubCorpus:

@@ -1,5 +1,8 @@
 """Read rows of text (with or without labels) from TSV, CSV or JSONL files, or from a Hugging Face dataset.
 
+Files are UTF-8, or UTF-8/16/32 with a byte-order mark (stripped, so a CSV header's first column keeps its
+name); anything else is one error naming the file, the line and the fix.
+
 The result is a `TextTable`: plain rows plus where they came from, so that every complaint about a value
 can name the file and the line.
 """
@@ -13,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_llm.data.text_encoding import open_text
 from lightning_llm.errors import UserError
 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
+TABLE_FILE_FIX = "re-save it as UTF-8 (in a spreadsheet or editor: Save As, encoding UTF-8)."
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def read_table(path: Path) -> TextTable:
 def _read_delimited(path: Path, delimiter: str) -> TextTable:
     # GLUE's TSV files hold unescaped quotes inside sentences, so tab-separated files are read unquoted.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(newline="", encoding="utf-8") as file:
+    with open_text(path, TABLE_FILE_FIX, newline="") as file:
         reader = csv.DictReader(file, delimiter=delimiter, quoting=quoting)
         columns = list(reader.fieldnames or [])  # reads the header, so line_num now counts it
         rows, lines = [], []
@@ -95,7 +100,7 @@ def _read_delimited(path: Path, delimiter: str) -> TextTable:
 
 def _read_jsonl(path: Path) -> TextTable:
     rows, lines, columns = [], [], {}
-    with path.open(encoding="utf-8") as file:
+    with open_text(path, TABLE_FILE_FIX) as file:
         for number, text in enumerate(file, start=1):
             if not text.strip():
                 continue
