@@ -3,9 +3,10 @@
     python -m lightning_llm.consolidate logs/<run>/version_0/checkpoints/last.ckpt
     # writes logs/<run>/version_0/checkpoints/last.consolidated.ckpt
 
-Wraps Lightning's consolidation utility (`lightning.pytorch.utilities.consolidate_checkpoint`), which reads
-the shards with `torch.distributed.checkpoint` in a single process, and also accepts the folders written by
-ModelParallelStrategy (FSDP2), whose weights sit under `state_dict` instead of FSDPStrategy's `model`.
+Does the job of Lightning's `lightning.pytorch.utilities.consolidate_checkpoint`, reading the shards with
+`torch.distributed.checkpoint` in a single process, but runs no code a crafted folder holds (see
+`sharded_checkpoints`), and also accepts the folders written by ModelParallelStrategy (FSDP2), whose weights
+sit under `state_dict` instead of FSDPStrategy's `model`.
 The result loads with `LanguageModel.load_from_checkpoint` / `lightning-llm generate --ckpt_path ...`
 and `lightning-llm predict --ckpt_path ...`.
 """
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import torch
 from jsonargparse import auto_cli
-from lightning.fabric.utilities.load import _METADATA_FILENAME, _load_distributed_checkpoint
 
 from lightning_llm.errors import UserError, exit_on_user_error
+from lightning_llm.sharded_checkpoints import check_sharded_folder, load_sharded_checkpoint
 
 
 def default_output(checkpoint_folder: Path) -> Path:
@@ -46,17 +47,15 @@ def consolidate(
         overwrite: Replace an existing output file.
     """
     folder = Path(checkpoint_folder).expanduser()
-    if not folder.exists():
-        raise UserError(f"checkpoint {folder} does not exist")
-    if not folder.is_dir() or not (folder / _METADATA_FILENAME).is_file():
+    if folder.is_file():
         raise UserError(
-            f"{folder} is not a sharded checkpoint folder (a directory with {_METADATA_FILENAME} and the "
-            "shards); a single .ckpt file needs no consolidation"
+            f"{folder} is a file, not a sharded checkpoint folder; a single .ckpt file needs no consolidation"
         )
+    check_sharded_folder(folder)
     output = Path(output_file).expanduser() if output_file else default_output(folder)
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists: pass --overwrite true or another --output_file")
-    checkpoint = _load_distributed_checkpoint(folder)
+    checkpoint = load_sharded_checkpoint(folder)
     if "model" in checkpoint and "state_dict" not in checkpoint:  # FSDPStrategy's key
         checkpoint["state_dict"] = checkpoint.pop("model")
     optimizer_keys = sorted(
