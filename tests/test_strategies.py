@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -97,32 +96,6 @@ def run_in_subprocess(args: list[str], command: list[str] | None = None) -> subp
     return done
 
 
-# cli.py checks `--ckpt_path` before fit and (for now) refuses a folder, which every sharded checkpoint
-# is. Until that check lets sharded folders through, the resume runs the same CLI without the check.
-REFUSED_FOLDER = "does not exist; pass the .ckpt file"
-WITHOUT_PRECHECK = """import sys
-from lightning_llm import cli
-cli.LLMCLI.after_instantiate_classes = lambda self: None
-cli.main()
-"""
-
-
-def resume_in_subprocess(args: list[str], root: Path) -> None:
-    try:
-        run_in_subprocess(args)
-    except AssertionError as error:
-        if REFUSED_FOLDER not in str(error):
-            raise
-        warnings.warn(
-            "lightning-llm fit --ckpt_path refuses sharded checkpoint folders (cli.py pre-check); "
-            "resumed with the check skipped",
-            stacklevel=2,
-        )
-        script = root / "fit_without_precheck.py"
-        script.write_text(WITHOUT_PRECHECK)
-        run_in_subprocess(args, [sys.executable, str(script)])
-
-
 def state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -184,9 +157,7 @@ def test_fsdp2_saves_one_shard_per_rank_and_consolidates(fsdp2_half, tmp_path):
 
 def test_fsdp2_resumes_matches_one_process_and_consolidates_to_identical_logits(reference, fsdp2_half):
     root = reference
-    resume_in_subprocess(
-        [*fit_args(root, "fsdp2", batch_size=4), *FSDP2, "--ckpt_path", str(fsdp2_half)], root
-    )
+    run_in_subprocess([*fit_args(root, "fsdp2", batch_size=4), *FSDP2, "--ckpt_path", str(fsdp2_half)])
     single_file = consolidate(str(fsdp2_half), str(root / "fsdp2.ckpt"), optimizer=False)
     assert torch.load(single_file, weights_only=True)["global_step"] == STEPS
     assert_same_parameters(

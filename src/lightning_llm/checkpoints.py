@@ -45,10 +45,7 @@ def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents (memory-mapped, tensors only: no code runs), or a UserError saying what is wrong."""
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {path} does not exist; pass the .ckpt file written by `lightning-llm fit`"
-        )
+    require_checkpoint_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except _CORRUPT as error:
@@ -60,6 +57,24 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         if isinstance(error, OSError) or any(w in str(error) for w in ("zip", "mmap", "PytorchStreamReader")):
             raise UserError(f"checkpoint {path} is truncated or corrupt; use another checkpoint") from None
         raise
+
+
+def require_checkpoint_file(path: Path) -> None:
+    """A UserError unless `path` is a regular file: say what it is instead (missing, a folder, a device)."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise UserError(
+            f"checkpoint {path} does not exist; pass the .ckpt file written by `lightning-llm fit`"
+        )
+    if path.is_dir():
+        raise UserError(
+            f"checkpoint {path} is a folder (a sharded FSDP checkpoint?); merge it into one file with "
+            f"`lightning-llm consolidate {path}` and pass the .ckpt file it writes"
+        )
+    raise UserError(
+        f"checkpoint {path} is not a regular file; pass the .ckpt file written by `lightning-llm fit`"
+    )
 
 
 def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: str | Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import sys
 import warnings
@@ -9,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -16,7 +21,10 @@ from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_checkpoints
-from lightning_llm.errors import UserError, exit_on_user_error
+from lightning_llm.data.tokenizers import tokenizer_from_json
+from lightning_llm.errors import UserError, exit_on_user_error, user_error_in
+from lightning_llm.parallel import is_sharding_strategy
+from lightning_llm.sharded_checkpoints import check_sharded_folder, install_safe_sharded_reads
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
 # target does not exist for the chosen classes is skipped by jsonargparse, so one CLI serves both jobs.
@@ -36,6 +44,10 @@ _PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
 _TELLING = re.compile(
     r"not accepted|not expected|Unrecognized|does not exist|No such file|Unknown|not found|Invalid"
 )
+# Lines of a jsonargparse error that echo values or list type alternatives instead of saying what is wrong.
+_ECHO = re.compile(
+    r"^(Given value|Subtypes:|Errors:|- Expected a <class 'NoneType'>|Expected a <class 'NoneType'>)"
+)
 
 
 # Lightning warnings that say nothing about the user's run: our window datasets define __len__ on purpose.
@@ -43,36 +55,130 @@ for _message in (r".*IterableDataset. has .__len__. defined.*", r".*isinstance\(
     warnings.filterwarnings("ignore", message=_message)
 
 
+def concise_error(message: str) -> str:
+    """One line out of a jsonargparse error: the key and the reason, without the echoed config."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
+    if key is not None:  # `Parser key "trainer.max_steps":` followed by indented reasons
+        reasons = [key.group(2), *(line for line in lines[1:] if not _ECHO.match(line))]
+        reason = " ".join(r.lstrip("- ") for r in reasons if r)
+        return re.sub(r"Expected an? <class '([\w.]+)'>", r"expected \1", f"{key.group(1)}: {reason}")[:400]
+    telling = [line for line in lines if _TELLING.search(line)]
+    return "; ".join(dict.fromkeys(telling)) or (lines[0] if lines else "invalid arguments")
+
+
 class ConciseArgumentParser(LightningArgumentParser):
     """Prints a config mistake as one short message instead of the usage text and the whole config."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        telling = [line.strip() for line in message.splitlines() if _TELLING.search(line)]
-        summary = "; ".join(dict.fromkeys(telling)) or message.strip().splitlines()[0]
-        print(f"error: {summary}\n(run `{self.prog} --help` to list every valid key)", file=sys.stderr)
+        print(
+            f"error: {concise_error(message)} (run `{self.prog} --help` to list every valid key)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
 
 
 class LLMCLI(LightningCLI):
     """LightningCLI with the links between data and model, and the TensorBoard logger by default."""
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # kept to tell what the user typed (config files and flags) from defaults: see `typed_model_keys`
+        self.argv = (
+            None if isinstance(args, dict | Namespace) else list(sys.argv[1:] if args is None else args)
+        )
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check `--ckpt_path` before anything is built, and take the checkpoint's model settings the way
+        Lightning does, except that a setting the user typed is never silently replaced."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        self.checkpoint = None
+        if config is None or not config.get("ckpt_path"):
+            return
+        if config["ckpt_path"] == "last":
+            resume_last_run(config, subcommand)
+        ckpt_path = str(config["ckpt_path"])
+        if ckpt_path == "best":
+            raise UserError(
+                "--ckpt_path best means the best checkpoint of a run in this same process; from the command "
+                "line pass the file (logs/<run>/version_<n>/checkpoints/<name>.ckpt) or `last`"
+            )
+        if ckpt_path in ("hpc", "registry") or ckpt_path.startswith("registry:") or "://" in ckpt_path:
+            return super()._parse_ckpt_path()  # Lightning's own lookups and remote storage
+        path = Path(ckpt_path).expanduser()
+        if (
+            path.is_dir()
+        ):  # a sharded FSDP / FSDP2 checkpoint: no hyperparameters to read, shards checked later
+            check_sharded_folder(path)
+            install_safe_sharded_reads()  # the strategy reads the shards with torch.distributed.checkpoint
+            return
+        self.checkpoint = read_checkpoint(path)
+        hparams = self.checkpoint.get("hyper_parameters")
+        if not isinstance(hparams, dict) or not hparams:
+            return
+        check_module_class(hparams, config.get("model"), path)
+        hparams = {key: value for key, value in hparams.items() if key != "_instantiator"}
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        before = self.config.clone()
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        self.refuse_overridden_settings(before, subcommand, path)
+
+    def refuse_overridden_settings(self, before: Namespace, subcommand: str, path: Path) -> None:
+        """Stop when the checkpoint's hyperparameters replaced a model setting the user typed: for `fit`
+        one in a config file or a flag, for the other subcommands a flag (their config is the template)."""
+        typed = self.typed_model_keys(subcommand, flags_only=subcommand != "fit")
+        conflicts = [
+            f"{key}={self.config.get(f'{subcommand}.{key}')!r} (you set {before.get(f'{subcommand}.{key}')!r})"
+            for key in typed
+            if before.get(f"{subcommand}.{key}") != self.config.get(f"{subcommand}.{key}")
+        ]
+        if conflicts:
+            raise UserError(
+                f"checkpoint {path} was trained with {'; '.join(conflicts)}; the model settings come from the "
+                "checkpoint: drop those settings to use it, or start a new run without --ckpt_path"
+            )
+
+    def typed_model_keys(self, subcommand: str, flags_only: bool) -> list[str]:
+        """The `model.*` keys the user gave in config files and flags (`flags_only`: in flags), not defaults."""
+        if self.argv is None:
+            return []
+        typed = self.parser.parse_args(self.argv, defaults=False).get(subcommand)
+        keys = [k for k in typed.keys() if k.startswith("model.") and k != "model.dict_kwargs"]  # noqa: SIM118 - nested keys
+        if not flags_only:
+            return keys
+        files_only = self.parser.parse_args(config_file_args(self.argv), defaults=False).get(subcommand)
+        return [key for key in keys if files_only is None or files_only.get(key) != typed.get(key)]
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is not None and config.get("ckpt_path") == "last":
-            resume_last_run(config)
+        if config is not None:
+            check_accelerator(config.get("trainer.accelerator"))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as error:  # a constructor refused a value from the config: say which, in one line
+            raise config_value_error(error) from error
 
     def after_instantiate_classes(self) -> None:
         use_atomic_checkpoints(self.trainer)
+        # the health check first: no callback (text samples, checkpoints) may see broken weights before it
+        self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, StopOnNonFiniteLoss))
         ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            path = Path(ckpt_path)
-            if path.is_dir():  # a sharded FSDP / FSDP2 checkpoint: the strategy loads and checks its shards
-                if not (path / "meta.pt").is_file():
-                    raise UserError(
-                        f"checkpoint folder {path} is not a sharded Lightning checkpoint (no meta.pt)"
-                    )
-            else:  # a wrong checkpoint fails here with one sentence, not deep inside Lightning's restore
-                check_fits(read_checkpoint(ckpt_path), self.model, ckpt_path)
+        if not ckpt_path or ckpt_path in ("hpc", "registry"):
+            return
+        if Path(ckpt_path).is_dir():
+            if not is_sharding_strategy(self.trainer.strategy):
+                raise UserError(
+                    f"checkpoint {ckpt_path} is a sharded folder: resume it under the strategy and number of "
+                    "processes that wrote it (configs/trainer/fsdp2.yaml), or merge it for one process with "
+                    f"`lightning-llm consolidate {ckpt_path}`"
+                )
+        elif self.checkpoint is not None:  # a wrong checkpoint fails here with one sentence, not in Lightning
+            check_fits(self.checkpoint, self.model, ckpt_path)
+            check_same_tokenizer(self.checkpoint, self.datamodule, ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
@@ -89,7 +195,82 @@ class LLMCLI(LightningCLI):
         )
 
 
-def resume_last_run(config) -> None:
+def config_file_args(argv: list[str]) -> list[str]:
+    """The subcommand and its `--config FILE` pairs of `argv`, without the other flags."""
+    kept = argv[:1]
+    for index, arg in enumerate(argv[1:], start=1):
+        if arg in ("--config", "-c") and index + 1 < len(argv):
+            kept += [arg, argv[index + 1]]
+        elif arg.startswith("--config="):
+            kept.append(arg)
+    return kept
+
+
+def check_module_class(hparams: dict, model_config, path: Path) -> None:
+    """Refuse a checkpoint of another LightningModule (a classifier handed to a language-model config)."""
+    saved = hparams.get("_class_path")
+    wanted = model_config.get("class_path") if model_config is not None else None
+    if saved and wanted and saved != wanted:
+        raise UserError(
+            f"checkpoint {path} holds a {saved.rsplit('.', 1)[-1]}, but this config trains a "
+            f"{wanted.rsplit('.', 1)[-1]}; pass a checkpoint written with this config"
+        )
+
+
+def check_same_tokenizer(checkpoint: dict, datamodule, path: str) -> None:
+    """Refuse a language-model checkpoint whose tokenizer differs from the one the data module built: the
+    token ids would mean other tokens, silently (a BPE trained on an edited corpus keeps its size)."""
+    saved = checkpoint.get("tokenizer")
+    built = getattr(datamodule, "tokenizer", None)
+    if not isinstance(saved, str) or built is None or json.loads(saved) == json.loads(built.to_json()):
+        return
+    raise UserError(
+        f"checkpoint {path} was trained with another tokenizer ({describe_tokenizer(saved)}) than the one "
+        f"data.path gives now ({describe_tokenizer(built.to_json())}): its token ids would mean other "
+        "tokens; use the corpus and data.tokenizer it was trained with, or start a new run without --ckpt_path"
+    )
+
+
+def describe_tokenizer(saved: str) -> str:
+    kind = "char" if json.loads(saved).get("type") == "char" else "BPE"
+    vocab = tokenizer_from_json(saved).vocab_size
+    digest = hashlib.blake2b(saved.encode(), digest_size=4).hexdigest()
+    return f"{kind}, {vocab} tokens, fingerprint {digest}"
+
+
+def check_accelerator(accelerator) -> None:
+    """A device the machine does not have fails here with the fix, not deep inside Lightning."""
+    name = str(getattr(accelerator, "class_path", accelerator) or "auto").lower()
+    missing = {
+        "gpu": not torch.cuda.is_available() and not torch.backends.mps.is_available(),
+        "cuda": not torch.cuda.is_available(),
+        "mps": not torch.backends.mps.is_available(),
+    }
+    if missing.get(name):
+        raise UserError(
+            f"trainer.accelerator is {name!r}, but this machine has no such device; use "
+            "--trainer.accelerator cpu (or auto)"
+        )
+
+
+def config_value_error(error: Exception) -> Exception:
+    """What to print when building the classes failed: the UserError inside, Lightning's configuration
+    complaint, or the ValueError a constructor raised about a value; any other error stays as it is."""
+    found = user_error_in(error)
+    if found is not None:
+        return found
+    cause: BaseException | None = error
+    while cause is not None:
+        inner = cause.__cause__ or cause.__context__
+        if isinstance(cause, MisconfigurationException):
+            return UserError(f"{cause}; fix the trainer settings")
+        if inner is None and isinstance(cause, ValueError) and cause is not error:
+            return UserError(f"{cause}; fix that value in the config or on the command line")
+        cause = inner
+    return error
+
+
+def resume_last_run(config, subcommand: str) -> None:
     """`--ckpt_path last`: the newest `last.ckpt` of this run's logger folder; logging continues in that version."""
     logger = config.get("trainer.logger")
     init_args = logger.get("init_args") if logger is not None and hasattr(logger, "get") else None
@@ -108,7 +289,7 @@ def resume_last_run(config) -> None:
     newest = found[-1]
     config["ckpt_path"] = str(newest)
     init_args["version"] = newest.parent.parent.name
-    print(f"Resuming from {newest}", file=sys.stderr)
+    print(f"{'Resuming from' if subcommand == 'fit' else 'Using checkpoint'} {newest}", file=sys.stderr)
 
 
 def build_cli(args: list[str] | None, run: bool = True, callbacks: Sequence[Callback] = ()) -> LLMCLI:

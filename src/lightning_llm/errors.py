@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A bad input (path, file content, config value, checkpoint) with a message naming the fix."""
+
+
+# File-system faults a user can fix (space, permissions, a file where a folder belongs); others are bugs.
+_FIXABLE_OS_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "permission denied: write elsewhere or fix the permissions",
+    errno.EPERM: "permission denied: write elsewhere or fix the permissions",
+    errno.ENOTDIR: "a file stands where a folder belongs: move it or choose another folder",
+    errno.EISDIR: "a folder stands where a file belongs: move it or choose another name",
+    errno.EEXIST: "a file stands where a folder belongs: move it or choose another folder",
+}
+
+
+def user_error_in(error: BaseException) -> UserError | None:
+    """The UserError `error` is or was caused by (jsonargparse wraps errors raised in __init__), or a fixable
+    file-system fault in words; None for anything else."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, UserError):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in _FIXABLE_OS_ERRORS:
+            return UserError(f"{cause.filename or 'a file'}: {_FIXABLE_OS_ERRORS[cause.errno]}")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """End with `error: <message>` and exit status 2 when a UserError is raised, or is the cause of one."""
+    """End with `error: <message>` and exit status 2 when a UserError (or a fixable file-system fault) is
+    raised, or is the cause of one."""
     try:
         yield
-    except Exception as error:  # jsonargparse wraps errors raised in __init__: find the UserError inside
-        cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+    except Exception as error:
+        found = user_error_in(error)
+        if found is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {found}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,6 +8,7 @@ from jsonargparse import auto_cli
 from lightning_llm.checkpoints import load_module
 from lightning_llm.errors import UserError, exit_on_user_error
 from lightning_llm.lit.language_model import LanguageModel
+from lightning_llm.models.sampling import check_sampling_options
 
 
 def generate(
@@ -36,6 +37,13 @@ def generate(
     """
     if ckpt_path is None:
         raise UserError("name a checkpoint: --ckpt_path logs/<run>/version_<n>/checkpoints/last.ckpt")
+    try:
+        check_sampling_options(max_new_tokens, temperature, top_k, top_p)
+    except ValueError as error:
+        raise UserError(f"--{error}") from None
+    if num_samples < 1:
+        raise UserError(f"--num_samples is {num_samples}: it must be 1 or more")
+    check_device(device)
     module = load_module(LanguageModel, ckpt_path, map_location=device)
     module.eval()
     samples = []
@@ -47,6 +55,21 @@ def generate(
         if i + 1 < num_samples:
             print("-" * 40)
     return samples
+
+
+def check_device(device: str) -> None:
+    """A UserError for a device name torch does not know or this machine does not have."""
+    try:
+        wanted = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device name: use cpu, cuda, cuda:1, mps ...") from None
+    available = {
+        "cpu": 1,
+        "cuda": torch.cuda.device_count(),
+        "mps": int(torch.backends.mps.is_available()),
+    }.get(wanted.type, 0)
+    if (wanted.index or 0) >= available:
+        raise UserError(f"--device {device!r}: this machine has no such device; use --device cpu")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -168,3 +168,10 @@ def clip_gradients(
             torch.nn.utils.clip_grad_value_(params, clip_val)
         return
     module.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
+
+
+def is_sharding_strategy(strategy: object) -> bool:
+    """True for the strategies that write (and read back) sharded checkpoint folders: FSDP and FSDP2."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(strategy, ModelParallelStrategy | FSDPStrategy)

@@ -1,21 +1,72 @@
-"""Training health: a NaN or infinite loss ends the run at once, naming the step, before it is saved."""
+"""Training health: a NaN or infinite loss ends the run at once, naming the step, before anything is saved.
+
+The checks run before the run's checkpoint callbacks (Lightning runs those last, and the CLI puts this
+callback first), so every checkpoint a run writes holds finite weights with a finite validation loss.
+"""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
+from lightning_llm.checkpoints import read_checkpoint
 from lightning_llm.errors import UserError
 
 
 class StopOnNonFiniteLoss(pl.Callback):
-    """Raise a UserError when the training loss is NaN or infinite; checkpoints already written stay intact."""
+    """Raise a UserError when the training loss, a validation metric or a weight is NaN or infinite."""
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
-            raise UserError(
-                f"the training loss became {loss.item()} at step {trainer.global_step}; nothing was saved after "
-                "that step, the last good checkpoint is kept. Lower model.learning_rate, set "
-                "trainer.gradient_clip_val, or resume with --ckpt_path last"
-            )
+            self._stop(trainer, f"the training loss became {loss.item()} at step {trainer.global_step}")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val") and not math.isfinite(float(value)):
+                self._stop(
+                    trainer,
+                    f"the validation metric {name} became {float(value)} at step {trainer.global_step}",
+                )
+        self._check_weights(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_weights(trainer, pl_module)  # checkpoints may be written at the end of an epoch
+
+    def _check_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        broken = next((n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if broken is not None:
+            self._stop(trainer, f"the weight {broken} became NaN or infinite by step {trainer.global_step}")
+
+    def _stop(self, trainer: pl.Trainer, what: str) -> None:
+        newest = newest_checkpoint(trainer)
+        fix = (
+            "resume from it with --trainer.gradient_clip_val 1.0, or start again with a lower model.learning_rate"
+            if newest
+            else "start again with a lower model.learning_rate or --trainer.gradient_clip_val 1.0"
+        )
+        kept = f"the newest checkpoint of this run, {newest}" if newest else "this run wrote no checkpoint"
+        raise UserError(f"{what}; nothing was saved from then on, and {kept}: {fix}")
+
+
+def newest_checkpoint(trainer: pl.Trainer) -> str:
+    """The run's newest checkpoint file and the step it holds, in words; empty when it wrote none."""
+    written = [
+        Path(path)
+        for callback in trainer.checkpoint_callbacks
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", ""))
+        if path and Path(path).is_file()
+    ]
+    if not written:
+        return ""
+    newest = max(written, key=lambda path: path.stat().st_mtime)
+    try:
+        step = read_checkpoint(newest).get("global_step", "?")
+    except UserError:  # unreadable: still name the file
+        step = "?"
+    return f"{newest} (step {step})"

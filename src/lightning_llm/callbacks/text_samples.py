@@ -6,6 +6,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_llm.models.sampling import check_sampling_options
+
 
 class TextSamples(pl.Callback):
     """Sample from the language model after each validation and log it under `samples/text`.
@@ -26,6 +28,7 @@ class TextSamples(pl.Callback):
         top_k: int | None = 50,
         seed: int = 0,
     ) -> None:
+        check_sampling_options(max_new_tokens, temperature, top_k)
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature

@@ -7,6 +7,7 @@ frozen encoder can join training at a chosen epoch with its own, lower learning 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -30,6 +31,7 @@ from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanC
 
 from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.errors import UserError
+from lightning_llm.lit.optim import check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.pretrained import resolve_pretrained
 
@@ -86,6 +88,13 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
             raise UserError(f"label_names {label_names} must have num_labels={num_labels} entries.")
         if freeze == "none" and unfreeze_at_epoch is not None:
             raise UserError("unfreeze_at_epoch needs something frozen; set freeze: backbone or lower_layers.")
+        check_adamw_settings(learning_rate, weight_decay)
+        if not 0.0 <= classifier_dropout < 1.0:
+            raise UserError(f"model.classifier_dropout is {classifier_dropout}: it must be in [0, 1)")
+        if not 0.0 < backbone_lr_ratio < math.inf:
+            raise UserError(f"model.backbone_lr_ratio is {backbone_lr_ratio}: it must be a positive number")
+        if frozen_layers < 0 or (unfreeze_at_epoch is not None and unfreeze_at_epoch < 0):
+            raise UserError("model.frozen_layers and model.unfreeze_at_epoch must be 0 or more")
         if not 0.0 <= warmup_ratio < 1.0:
             raise UserError(f"warmup_ratio must be in [0, 1) (got {warmup_ratio}).")
         self.save_hyperparameters()

@@ -16,6 +16,7 @@ from lightning_llm.callbacks.text_samples import TextSamples
 from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
+from lightning_llm.lit.optim import check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
 from lightning_llm.parallel import is_sharded
@@ -73,6 +74,11 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        check_adamw_settings(learning_rate, weight_decay, betas, eps, min_lr, warmup_steps)
+        if decay_steps is not None and decay_steps < 1:
+            raise UserError(
+                f"model.decay_steps is {decay_steps}: it must be at least 1 (or null: the run's length)"
+            )
         # Outside the CLI the injected module cannot be described by its config, so it is left out of hparams.
         self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
         _drop_unaccepted_init_args(self.hparams.get("model"), type(model))

@@ -30,8 +30,18 @@ class GPTConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPT {name} is {getattr(self, name)}: it must be at least 1")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+            raise ValueError(
+                f"GPT n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}): choose an n_head "
+                "that divides n_embd"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPT dropout is {self.dropout}: it must be in [0, 1)")
+        if not self.init_std > 0.0:
+            raise ValueError(f"GPT init_std is {self.init_std}: it must be a positive number such as 0.02")
 
 
 class CausalSelfAttention(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -21,6 +23,20 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
+def check_sampling_options(
+    max_new_tokens: int, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> None:
+    """Raise a ValueError naming the first option sampling cannot use (rather than sampling something else)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens is {max_new_tokens}: it must be 0 or more")
+    if not 0.0 <= temperature < math.inf:
+        raise ValueError(f"temperature is {temperature}: it must be 0 (greedy) or a positive number")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k is {top_k}: it must be 1 or more, or null for every token")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p is {top_p}: it must lie in (0, 1], or be null for every token")
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -33,6 +49,7 @@ def generate(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Sample from model(idx) -> (logits, _) one token at a time; temperature 0 means greedy."""
+    check_sampling_options(max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     for _ in range(max_new_tokens):

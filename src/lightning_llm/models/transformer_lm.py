@@ -35,6 +35,15 @@ class TransformerLM(GenerateMixin, nn.Module):
         max_len: int = 256,
     ) -> None:
         super().__init__()
+        for name, value in {"ntoken": ntoken, "d_model": d_model, "nhead": nhead, "d_hid": d_hid}.items():
+            if value < 1:
+                raise ValueError(f"TransformerLM {name} is {value}: it must be at least 1")
+        if nlayers < 1 or max_len < 1:
+            raise ValueError("TransformerLM nlayers and max_len must be at least 1")
+        if d_model % nhead:
+            raise ValueError(f"TransformerLM d_model ({d_model}) must be a multiple of nhead ({nhead})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"TransformerLM dropout is {dropout}: it must be in [0, 1)")
         self.max_len = max_len
         self.embedding = nn.Embedding(ntoken, d_model)
         self.pos_embedding = nn.Embedding(max_len, d_model)
