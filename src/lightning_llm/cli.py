@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import re
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
+from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_checkpoints
+from lightning_llm.cli_help import (
+    OVERVIEW,
+    ConciseErrors,
+    print_config_keys,
+    run_command,
+    wants_config_keys,
+)
 from lightning_llm.data.tokenizers import tokenizer_from_json
 from lightning_llm.errors import UserError, exit_on_user_error, user_error_in
 from lightning_llm.parallel import is_sharding_strategy
@@ -36,46 +45,32 @@ _INSTANTIATE_LINKS = (
     ("data.num_labels", "model.init_args.num_labels"),  # SequenceClassifier
     ("data.label_names", "model.init_args.label_names"),  # SequenceClassifier
 )
+# Imported for `--model.help NAME` / `--data.help NAME`, which find classes by short name among those loaded.
+HELP_MODULES = (
+    "lightning_llm.lit.language_model",
+    "lightning_llm.lit.classifier",
+    "lightning_llm.data.language_modeling",
+    "lightning_llm.data.classification",
+    "lightning_llm.models",
+)
 # The classifier's tokenizer is the one that belongs to its pretrained weights.
 _PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
 
 
-# The lines of a jsonargparse error that name the mistake; the rest repeats the whole config back.
-_TELLING = re.compile(
-    r"not accepted|not expected|Unrecognized|does not exist|No such file|Unknown|not found|Invalid"
+# Lightning's advertisement for its cloud logger on every run: noise, not news about the run.
+logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(
+    logging.WARNING
 )
-# Lines of a jsonargparse error that echo values or list type alternatives instead of saying what is wrong.
-_ECHO = re.compile(
-    r"^(Given value|Subtypes:|Errors:|- Expected a <class 'NoneType'>|Expected a <class 'NoneType'>)"
-)
-
-
 # Lightning warnings that say nothing about the user's run: our window datasets define __len__ on purpose.
 for _message in (r".*IterableDataset. has .__len__. defined.*", r".*isinstance\(treespec, LeafSpec\).*"):
     warnings.filterwarnings("ignore", message=_message)
 
 
-def concise_error(message: str) -> str:
-    """One line out of a jsonargparse error: the key and the reason, without the echoed config."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    key = re.match(r'Parser key "([^"]+)":\s*(.*)', lines[0]) if lines else None
-    if key is not None:  # `Parser key "trainer.max_steps":` followed by indented reasons
-        reasons = [key.group(2), *(line for line in lines[1:] if not _ECHO.match(line))]
-        reason = " ".join(r.lstrip("- ") for r in reasons if r)
-        return re.sub(r"Expected an? <class '([\w.]+)'>", r"expected \1", f"{key.group(1)}: {reason}")[:400]
-    telling = [line for line in lines if _TELLING.search(line)]
-    return "; ".join(dict.fromkeys(telling)) or (lines[0] if lines else "invalid arguments")
+class ConciseArgumentParser(ConciseErrors, LightningArgumentParser):
+    """Exact keys only (no `--trainer.max_step` for `max_steps`); a mistake is one `error:` line."""
 
-
-class ConciseArgumentParser(LightningArgumentParser):
-    """Prints a config mistake as one short message instead of the usage text and the whole config."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        print(
-            f"error: {concise_error(message)} (run `{self.prog} --help` to list every valid key)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
 
 class LLMCLI(LightningCLI):
@@ -164,8 +159,12 @@ class LLMCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         use_atomic_checkpoints(self.trainer)
+        callbacks = self.trainer.callbacks
+        for index, callback in enumerate(callbacks):
+            if type(callback) is RichProgressBar:  # Lightning's default bar: ours also reads step-based runs
+                callbacks[index] = StepAwareProgressBar()
         # the health check first: no callback (text samples, checkpoints) may see broken weights before it
-        self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, StopOnNonFiniteLoss))
+        callbacks.sort(key=lambda callback: not isinstance(callback, StopOnNonFiniteLoss))
         ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
         if not ckpt_path or ckpt_path in ("hpc", "registry"):
             return
@@ -180,6 +179,11 @@ class LLMCLI(LightningCLI):
             check_fits(self.checkpoint, self.model, ckpt_path)
             check_same_tokenizer(self.checkpoint, self.datamodule, ckpt_path)
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        super()._run_subcommand(subcommand)
+        if subcommand == "fit" and self.trainer.is_global_zero and not self.trainer.interrupted:
+            print(run_summary(self.trainer, self.model, self.config.get("fit.config")), file=sys.stderr)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
@@ -193,6 +197,25 @@ class LLMCLI(LightningCLI):
                 }
             }
         )
+
+
+def run_summary(trainer, module: LightningModule, config_files) -> str:
+    """One line after `fit`: the best and last checkpoints, the final validation metric, the log folder and
+    the command that uses the result."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or ""
+    last = getattr(callback, "last_model_path", "") or ""
+    monitor = getattr(callback, "monitor", None)
+    score = trainer.callback_metrics.get(monitor) if monitor else None
+    parts = [f"best checkpoint {best} ({monitor} {float(score):.4f})" if best and score is not None else ""]
+    parts += [f"last {last}" if last else "", f"logs in {trainer.log_dir}" if trainer.log_dir else ""]
+    use = best or last
+    if use and hasattr(module, "generate_text"):
+        parts.append(f"next: lightning-llm generate --ckpt_path {use} (or make generate)")
+    elif use:
+        config = f" --config {config_files[0]}" if config_files else ""
+        parts.append(f"next: lightning-llm predict{config} --ckpt_path {use} (or make predict)")
+    return "Done: " + "; ".join(part for part in parts if part)
 
 
 def config_file_args(argv: list[str]) -> list[str]:
@@ -314,14 +337,20 @@ def build_cli(args: list[str] | None, run: bool = True, callbacks: Sequence[Call
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (`generate` and `consolidate` are ours, the rest Lightning's); a `UserError` ends it with one line, exit status 2."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["generate"]:
-        from lightning_llm.generate import main as generate_main
-
-        return generate_main(argv[1:])
-    if argv[:1] == ["consolidate"]:
-        from lightning_llm.consolidate import main as consolidate_main
-
-        return consolidate_main(argv[1:])
+    ConciseErrors.command, ConciseErrors.argv = (argv[0] if argv else "fit"), argv
+    if argv in ([], ["--help"], ["-h"]):
+        print(OVERVIEW)
+        return
+    if wants_config_keys(argv):
+        return print_config_keys(argv)
+    if argv[0] in ("generate", "consolidate"):  # ours: each is the function of the same name
+        module = importlib.import_module(f"lightning_llm.{argv[0]}")
+        return run_command(getattr(module, argv[0]), argv[1:])
+    if any(
+        arg.endswith(".help") for arg in argv
+    ):  # `--model.help LanguageModel`: short names need the classes
+        for name in HELP_MODULES:
+            importlib.import_module(name)
     with exit_on_user_error():
         build_cli(args if args is None else argv)
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
-from jsonargparse import auto_cli
 
-from lightning_llm.errors import UserError, exit_on_user_error
+from lightning_llm.cli_help import run_command
+from lightning_llm.errors import UserError
 from lightning_llm.sharded_checkpoints import check_sharded_folder, load_sharded_checkpoint
 
 
@@ -71,8 +71,7 @@ def consolidate(
 
 
 def main(args: list[str] | None = None) -> None:
-    with exit_on_user_error():
-        auto_cli(consolidate, args=args)
+    run_command(consolidate, args)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class TrainingLogs(pl.Callback):
         now = time.perf_counter()
         units_per_sec = self._counted * trainer.world_size / max(now - self._since, 1e-9)
         self._counted, self._since = 0, now
-        pl_module.log(f"train/{self.unit}_per_sec", units_per_sec, rank_zero_only=True)
+        pl_module.log(f"train/{self.unit}_per_sec", units_per_sec, prog_bar=True, rank_zero_only=True)
         pl_module.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
