@@ -101,3 +101,38 @@ def test_bpe_trains_on_an_even_sample_of_a_big_corpus(tmp_path, monkeypatch):
     assert total // 5 < len(sample) < total // 3
     assert all(f"file {index} says" in sample for index in range(10))  # spread over the whole corpus
     assert sum(len(text) for text in token_cache.training_texts(corpus, "char")) == total  # every character
+
+
+def test_two_runs_building_the_same_cache_at_once_both_succeed(tmp_path):
+    """The second run waits for the first one's entry instead of deleting its temp files as stale."""
+    import subprocess
+    import sys
+    import time
+
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    lines = (" ".join(words[(i * 7 + j) % 10] + str(i % 97) for j in range(12)) for i in range(60_000))
+    (tmp_path / "corpus.txt").write_text("\n".join(lines))
+    build = (
+        "from pathlib import Path; from lightning_llm.data.corpus import FileCorpus; from lightning_llm.data.token_cache import build_or_load;"
+        "c = build_or_load(FileCorpus([Path('corpus.txt')]), 'cache', 'bpe', 400); print(len(c.tokens), c.directory)"
+    )
+
+    def start():
+        return subprocess.Popen(
+            [sys.executable, "-c", build],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = start()
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache").glob("*/.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the second run starts while the first one is writing its entry
+    runs = [first, start()]
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
+    assert results[0][0] == results[1][0]  # the same entry, the same token count
+    entry = tmp_path / results[0][0].split()[1]
+    assert sorted(p.name for p in entry.iterdir()) == [".lock", "meta.json", "tokenizer.json", "tokens.bin"]

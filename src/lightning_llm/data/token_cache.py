@@ -7,10 +7,13 @@ killed mid-write leaves only a temp file, which the next run deletes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +55,36 @@ def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size
     """Return the cache entry for this corpus and tokenizer, encoding the corpus only when it is missing."""
     settings = {"tokenizer": tokenizer_kind, "vocab_size": vocab_size if tokenizer_kind == "bpe" else None}
     directory = Path(cache_dir).expanduser() / cache_key(corpus.fingerprint(), settings)
-    meta_file = directory / "meta.json"
-    if meta_file.is_file():
+    if (directory / "meta.json").is_file():
         cached = _load(directory)
         if cached is not None:
             return cached
     directory.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(directory / ".lock"):  # a second run building the same entry waits, then loads it
+        cached = _load(directory) if (directory / "meta.json").is_file() else None
+        return (
+            cached if cached is not None else _build(corpus, directory, tokenizer_kind, vocab_size, settings)
+        )
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing); the OS releases it if the process dies."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why nothing happens while the other run encodes
+            print(f"waiting for another run to finish building {path.parent} ...", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(corpus, directory: Path, tokenizer_kind: str, vocab_size: int, settings: dict) -> TokenCache:
+    """Encode the corpus into `directory`, under the lock: temp files left there are a killed run's."""
+    meta_file = directory / "meta.json"
     remove_stale_temp_files(directory)
     started = time.perf_counter()
     tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), vocab_size)
