@@ -7,7 +7,9 @@ Every case runs against one workspace holding a trained tiny GPT; a new option b
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +52,26 @@ def workspace(tmp_path_factory) -> Path:
         },
         root / "classifier.ckpt",
     )
+    # checkpoints that are files of the right kind but not Lightning checkpoints, and one that would run code
+    torch.save([1, 2, 3], root / "list.ckpt")
+    torch.save({"epoch": 1}, root / "no-weights.ckpt")
+    torch.save({"state_dict": torch.load(last, weights_only=True)["state_dict"]}, root / "no-hparams.ckpt")
+    torch.save({"state_dict": {}, "payload": RunsCode()}, root / "runs-code.ckpt")
+    (root / "broken.yaml").write_text("trainer: [1,\n  2\nmodel: {")
+    (root / "list.yaml").write_text("- fit\n- model\n")
+    (root / "empty.yaml").write_text("")
+    (root / "lowercase.txt").write_text((root / "corpus.txt").read_text().lower())
     # the same corpus edited: BPE trains another tokenizer of the same size on it
     edited = (root / "corpus.txt").read_text().replace("fox", "cat").replace("dog", "owl")
     (root / "edited.txt").write_text(edited)
     return root
+
+
+class RunsCode:
+    """A pickled object that would create a file when unpickled: no reader of ours may let it."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path("PWNED"),))
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,11 @@ CASES = [
         lambda: ["predict", "--config", str(MINILM_CONFIG), "--ckpt_path", LAST],
         ("holds a LanguageModel", "SequenceClassifier"),
     ),
+    BadInput("list-as-ckpt", lambda: ["generate", "--ckpt_path", "list.ckpt"], ("list.ckpt", "not a Lightning checkpoint")),
+    BadInput("ckpt-without-weights", lambda: lm_fit("--ckpt_path", "no-weights.ckpt"), ("no state_dict",)),
+    BadInput("ckpt-without-hparams", lambda: ["generate", "--ckpt_path", "no-hparams.ckpt"], ("no hyperparameters",)),
+    BadInput("ckpt-that-runs-code", lambda: ["generate", "--ckpt_path", "runs-code.ckpt"], ("could run code",)),
+    BadInput("last-without-a-logger", lambda: lm_fit("--trainer.logger", "false", "--ckpt_path", "last"), ("trainer.logger is off",)),
     # settings the checkpoint would silently replace, and a tokenizer that no longer matches
     BadInput(
         "typed-flag-the-checkpoint-overrides",
@@ -111,6 +134,29 @@ CASES = [
     BadInput("dropout-one", lambda: lm_fit("--model.init_args.model.init_args.dropout", "1.0"), ("dropout",)),
     BadInput("block-size-zero", lambda: lm_fit("--data.block_size", "0"), ("data.block_size",)),
     BadInput("a-device-this-machine-lacks", lambda: lm_fit("--trainer.accelerator", "gpu"), ("trainer.accelerator",)),
+    BadInput("negative-workers", lambda: lm_fit("--data.num_workers", "-1"), ("data.num_workers",)),
+    BadInput("bpe-smaller-than-bytes", lambda: lm_fit(*BPE, "--data.bpe_vocab_size", "1"), ("data.bpe_vocab_size", "257")),
+    BadInput("no-accumulation", lambda: lm_fit("--trainer.accumulate_grad_batches", "0"), ("trainer.accumulate_grad_batches",)),
+    BadInput("validation-every-zero", lambda: lm_fit("--trainer.val_check_interval", "0"), ("trainer.val_check_interval",)),
+    BadInput("negative-clipping", lambda: lm_fit("--trainer.gradient_clip_val", "-1"), ("trainer.gradient_clip_val",)),
+    BadInput(
+        "typed-value-the-data-links",
+        lambda: lm_fit("--model.init_args.model.init_args.block_size", "64"),
+        ("model.init_args.model.init_args.block_size", "--data.block_size"),
+    ),
+    BadInput(
+        "prompt-the-corpus-cannot-encode",
+        lambda: lm_fit("--trainer.max_steps", "2", corpus="lowercase.txt"),
+        ("TextSamples", "prompt", "trainer.callbacks"),
+    ),
+    # config files
+    BadInput("yaml-syntax-error", lambda: ["fit", "--config", "broken.yaml"], ("broken.yaml line 3", "fix the YAML")),
+    BadInput("yaml-list", lambda: ["fit", "--config", "list.yaml"], ("list.yaml", "not a mapping")),
+    BadInput("yaml-empty", lambda: ["fit", "--config", "empty.yaml"], ("empty.yaml", "holds nothing")),
+    BadInput("config-is-a-folder", lambda: ["fit", "--config", "plain-folder"], ("plain-folder", "is a folder")),
+    BadInput("config-missing", lambda: ["fit", "--config", "nowhere.yaml"], ("nowhere.yaml", "does not exist")),
+    # data paths that are not text files: a device would never end
+    BadInput("device-as-corpus", lambda: lm_fit(corpus="/dev/zero"), ("/dev/zero", "not a regular file")),
     # the parser's own complaints keep their reason
     BadInput("not-a-number", lambda: lm_fit("--trainer.max_steps", "abc"), ("trainer.max_steps", "int", "abc")),
     BadInput(
@@ -129,6 +175,7 @@ CASES = [
     # file-system faults: a file where a folder belongs, for every folder the run writes
     BadInput("log-folder-is-a-file", lambda: lm_fit("--trainer.logger.init_args.save_dir", "a-file"), ("a-file",)),
     BadInput("cache-folder-is-a-file", lambda: lm_fit("--data.cache_dir", "a-file/cache"), ("a-file",)),
+    BadInput("log-folder-cannot-exist", lambda: lm_fit("--trainer.logger.init_args.save_dir", "/proc/nope/logs"), ("/proc/nope",)),
     # training that blows up stops before it saves broken weights
     BadInput(
         "exploding-learning-rate",
@@ -141,13 +188,32 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_bad_input_ends_in_one_error_line(case: BadInput, workspace: Path):
+@dataclass(frozen=True)
+class Outcomes:
+    results: dict[str, subprocess.CompletedProcess]
+    changed: list[str]  # files that existed before the cases ran and differ after them
+
+
+@pytest.fixture(scope="module")
+def outcomes(workspace: Path) -> Outcomes:
+    """Every case run once, two at a time (each is mostly interpreter start-up on one core)."""
     before = snapshot(workspace)
-    line = error_line(run_cli(case.args(), workspace))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {case.name: pool.submit(run_cli, case.args(), workspace) for case in CASES}
+        results = {name: future.result() for name, future in futures.items()}
+    return Outcomes(results, changed_files(before, workspace))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_bad_input_ends_in_one_error_line(case: BadInput, outcomes: Outcomes):
+    line = error_line(outcomes.results[case.name])
     for fragment in case.says:
         assert fragment in line, f"{fragment!r} missing from: {line}"
-    assert changed_files(before, workspace) == []
+
+
+def test_no_bad_input_changed_a_file_or_ran_code(outcomes: Outcomes, workspace: Path):
+    assert outcomes.changed == []
+    assert not (workspace / "PWNED").exists()
 
 
 def test_a_blown_up_run_keeps_only_checkpoints_of_finite_weights(workspace: Path, tmp_path: Path):

@@ -6,6 +6,7 @@ target; the next writer of that folder deletes such leftovers (`remove_stale_tem
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -23,12 +24,19 @@ def atomic_open(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[I
     path.parent.mkdir(parents=True, exist_ok=True)
     # same folder, so the rename is atomic; "x" keeps the user's umask (mkstemp would force 0600)
     temporary = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
     try:
         with open(temporary, mode.replace("w", "x"), **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.filename == str(temporary):  # the user knows the file they asked for, not our temp name
+            error.filename = str(path)
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

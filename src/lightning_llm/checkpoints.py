@@ -47,16 +47,27 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     path = Path(ckpt_path).expanduser()
     require_checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except _CORRUPT as error:
-        raise UserError(
-            f"checkpoint {path} is truncated or corrupt ({error}); use another checkpoint"
-        ) from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "weights_only" in str(error):
+            raise UserError(
+                f"checkpoint {path} holds Python objects besides tensors, which could run code, so it is not "
+                "loaded; use a checkpoint written by `lightning-llm fit`"
+            ) from None
+        raise UserError(f"checkpoint {path} is truncated or corrupt; use another checkpoint") from None
+    except _CORRUPT:
+        raise UserError(f"checkpoint {path} is truncated or corrupt; use another checkpoint") from None
     except (OSError, RuntimeError) as error:
         # torch reports a damaged archive as a zip, mmap or stream-reader failure
         if isinstance(error, OSError) or any(w in str(error) for w in ("zip", "mmap", "PytorchStreamReader")):
             raise UserError(f"checkpoint {path} is truncated or corrupt; use another checkpoint") from None
         raise
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(
+            f"checkpoint {path} is not a Lightning checkpoint (no state_dict of weights); use a .ckpt file "
+            "written by `lightning-llm fit`"
+        )
+    return checkpoint
 
 
 def require_checkpoint_file(path: Path) -> None:
@@ -107,8 +118,13 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: s
 def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "cpu") -> ModuleT:
     """`cls.load_from_checkpoint` with a UserError for a missing, corrupt or foreign checkpoint."""
     checkpoint = read_checkpoint(ckpt_path)
-    hparams = checkpoint.get("hyper_parameters", {})
-    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not hparams:
+        raise UserError(
+            f"checkpoint {ckpt_path} holds no hyperparameters, so the model cannot be rebuilt; use a .ckpt "
+            "file written by `lightning-llm fit`"
+        )
+    class_path = hparams.get("_class_path")
     if class_path is not None and class_path.rsplit(".", 1)[-1] != cls.__name__:
         raise UserError(
             f"checkpoint {ckpt_path} holds a {class_path}, not a {cls.__name__}; use a matching checkpoint"

@@ -26,6 +26,7 @@ from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_ch
 from lightning_llm.cli_help import (
     OVERVIEW,
     ConciseErrors,
+    check_config_files,
     print_config_keys,
     run_command,
     wants_config_keys,
@@ -58,8 +59,8 @@ _PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
 
 
 # Lightning's advertisement for its cloud logger on every run: noise, not news about the run.
-logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(
-    logging.WARNING
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
 )
 # Lightning warnings that say nothing about the user's run: our window datasets define __len__ on purpose.
 for _message in (r".*IterableDataset. has .__len__. defined.*", r".*isinstance\(treespec, LeafSpec\).*"):
@@ -124,6 +125,13 @@ class LLMCLI(LightningCLI):
         """Stop when the checkpoint's hyperparameters replaced a model setting the user typed: for `fit`
         one in a config file or a flag, for the other subcommands a flag (their config is the template)."""
         typed = self.typed_model_keys(subcommand, flags_only=subcommand != "fit")
+        for key in typed:
+            saved, wanted = self.config.get(f"{subcommand}.{key}"), before.get(f"{subcommand}.{key}")
+            if key.endswith("class_path") and saved != wanted:
+                raise UserError(
+                    f"checkpoint {path} holds a {str(saved).rsplit('.', 1)[-1]} as {key.removesuffix('.class_path')}, "
+                    f"but the config builds a {str(wanted).rsplit('.', 1)[-1]}; pass a checkpoint of that model"
+                )
         conflicts = [
             f"{key}={self.config.get(f'{subcommand}.{key}')!r} (you set {before.get(f'{subcommand}.{key}')!r})"
             for key in typed
@@ -148,14 +156,31 @@ class LLMCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is not None:
-            check_accelerator(config.get("trainer.accelerator"))
+        if config is None:
+            return
+        check_accelerator(config.get("trainer.accelerator"))
+        check_trainer_values(config.get("trainer"))
+        if self.subcommand is not None:
+            self.refuse_typed_link_targets(self.subcommand)
+
+    def refuse_typed_link_targets(self, subcommand: str) -> None:
+        """A model key the CLI fills from the data module (vocab_size, block_size, num_labels) cannot also be
+        typed: the link would silently replace it."""
+        typed = set(self.typed_model_keys(subcommand, flags_only=False))
+        for source, target in _INSTANTIATE_LINKS:
+            if target in typed:
+                raise UserError(
+                    f"{target} comes from {source} (the CLI links them); set --{source} instead, or leave it out"
+                )
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except Exception as error:  # a constructor refused a value from the config: say which, in one line
-            raise config_value_error(error) from error
+            found = config_value_error(error)
+            if found is error:
+                raise
+            raise found from None
 
     def after_instantiate_classes(self) -> None:
         use_atomic_checkpoints(self.trainer)
@@ -208,9 +233,12 @@ def run_summary(trainer, module: LightningModule, config_files) -> str:
     monitor = getattr(callback, "monitor", None)
     score = trainer.callback_metrics.get(monitor) if monitor else None
     parts = [f"best checkpoint {best} ({monitor} {float(score):.4f})" if best and score is not None else ""]
-    parts += [f"last {last}" if last else "", f"logs in {trainer.log_dir}" if trainer.log_dir else ""]
+    log_dir = trainer.logger.log_dir if trainer.logger is not None else None  # trainer.log_dir is collective
+    parts += [f"last {last}" if last else "", f"logs in {log_dir}" if log_dir else ""]
     use = best or last
-    if use and hasattr(module, "generate_text"):
+    if use and Path(use).is_dir():
+        parts.append(f"next: lightning-llm consolidate {use}, then use the .ckpt file it writes")
+    elif use and hasattr(module, "generate_text"):
         parts.append(f"next: lightning-llm generate --ckpt_path {use} (or make generate)")
     elif use:
         config = f" --config {config_files[0]}" if config_files else ""
@@ -261,6 +289,31 @@ def describe_tokenizer(saved: str) -> str:
     return f"{kind}, {vocab} tokens, fingerprint {digest}"
 
 
+# Trainer values Lightning would divide by, or use to flip the gradients' sign, without a word.
+_TRAINER_MINIMUMS = {
+    "accumulate_grad_batches": (1, "1 or more"),
+    "gradient_clip_val": (0, "0 or more (null: no clipping)"),
+    "max_epochs": (-1, "-1 (no limit) or more"),
+    "max_steps": (-1, "-1 (no limit) or more"),
+    "log_every_n_steps": (1, "1 or more"),
+    "num_sanity_val_steps": (-1, "-1 (all) or more"),
+}
+
+
+def check_trainer_values(trainer) -> None:
+    if trainer is None:
+        return
+    for name, (minimum, wanted) in _TRAINER_MINIMUMS.items():
+        value = trainer.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
+            raise UserError(f"trainer.{name} is {value}: it must be {wanted}")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int | float) and not isinstance(interval, bool) and interval <= 0:
+        raise UserError(
+            f"trainer.val_check_interval is {interval}: use a number of steps (1 or more) or a fraction of an epoch in (0, 1]"
+        )
+
+
 def check_accelerator(accelerator) -> None:
     """A device the machine does not have fails here with the fix, not deep inside Lightning."""
     name = str(getattr(accelerator, "class_path", accelerator) or "auto").lower()
@@ -283,7 +336,9 @@ def config_value_error(error: Exception) -> Exception:
     if found is not None:
         return found
     cause: BaseException | None = error
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         inner = cause.__cause__ or cause.__context__
         if isinstance(cause, MisconfigurationException):
             return UserError(f"{cause}; fix the trainer settings")
@@ -297,8 +352,11 @@ def resume_last_run(config, subcommand: str) -> None:
     """`--ckpt_path last`: the newest `last.ckpt` of this run's logger folder; logging continues in that version."""
     logger = config.get("trainer.logger")
     init_args = logger.get("init_args") if logger is not None and hasattr(logger, "get") else None
-    if init_args is None:
-        return  # no logger folder to search: leave "last" to Lightning (ModelCheckpoint with a dirpath)
+    if init_args is None:  # Lightning would look elsewhere and, finding nothing, start from scratch
+        raise UserError(
+            "--ckpt_path last looks for last.ckpt in the run's logger folder, and trainer.logger is off; "
+            "pass the checkpoint's path"
+        )
     root = Path(init_args.get("save_dir") or ".") / (init_args.get("name") or "")
     version = init_args.get("version")
     pattern = (
@@ -342,7 +400,8 @@ def main(args: list[str] | None = None) -> None:
         print(OVERVIEW)
         return
     if wants_config_keys(argv):
-        return print_config_keys(argv)
+        with exit_on_user_error():
+            return print_config_keys(argv)
     if argv[0] in ("generate", "consolidate"):  # ours: each is the function of the same name
         module = importlib.import_module(f"lightning_llm.{argv[0]}")
         return run_command(getattr(module, argv[0]), argv[1:])
@@ -352,6 +411,7 @@ def main(args: list[str] | None = None) -> None:
         for name in HELP_MODULES:
             importlib.import_module(name)
     with exit_on_user_error():
+        check_config_files(argv)
         build_cli(args if args is None else argv)
 
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 import yaml
 from jsonargparse import ArgumentParser, auto_cli
 
-from lightning_llm.errors import exit_on_user_error
+from lightning_llm.errors import UserError, exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 OVERVIEW = """usage: lightning-llm COMMAND [options]
@@ -119,6 +119,28 @@ def config_files(argv: list[str]) -> list[Path]:
     return [Path(file) for file in files]
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Each `--config` file exists and holds a YAML mapping; else one UserError naming the file and line."""
+    for file in config_files(argv):
+        if not file.is_file():
+            what = "is a folder" if file.is_dir() else "does not exist"
+            raise UserError(f"config file {file} {what}; pass a YAML file such as configs/gpt-pycode.yaml")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or "invalid YAML"
+            raise UserError(f"config file {file}{where}: {problem}; fix the YAML there") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config file {file} is not UTF-8 text; save it as UTF-8") from None
+        if not isinstance(loaded, dict) or not loaded:
+            held = "nothing" if not loaded else f"a {type(loaded).__name__}"
+            raise UserError(
+                f"config file {file} holds {held}, not a mapping of keys (trainer:, model:, data:)"
+            )
+
+
 def wants_config_keys(argv: list[str]) -> bool:
     """`lightning-llm <command> --config X --help`: list the keys of that config's classes."""
     return (
@@ -145,13 +167,10 @@ def print_config_keys(argv: list[str]) -> None:
     """Print, for each class the config files name, its keys with types, defaults (the config's values
     where it sets them) and docstrings, as they are typed on the command line."""
 
+    check_config_files(argv)
     merged: dict = {}
     for file in config_files(argv):
-        if not file.is_file():
-            print(f"error: config file {file} does not exist; check --config", file=sys.stderr)
-            raise SystemExit(2)
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        merged = deep_merge(merged, loaded if isinstance(loaded, dict) else {})
+        merged = deep_merge(merged, yaml.safe_load(file.read_text(encoding="utf-8")))
     for key, class_path, init_args in configured_classes(merged):
         print(f"\n{key}: {class_path}")
         for option, text in class_keys(key, class_path, init_args):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_llm.atomic import atomic_open
 from lightning_llm.cli_help import run_command
 from lightning_llm.errors import UserError
 from lightning_llm.sharded_checkpoints import check_sharded_folder, load_sharded_checkpoint
@@ -53,6 +54,8 @@ def consolidate(
         )
     check_sharded_folder(folder)
     output = Path(output_file).expanduser() if output_file else default_output(folder)
+    if output.is_dir() or output.resolve() == folder.resolve():
+        raise UserError(f"--output_file {output} is a folder; name a .ckpt file")
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists: pass --overwrite true or another --output_file")
     checkpoint = load_sharded_checkpoint(folder)
@@ -64,8 +67,8 @@ def consolidate(
     states = [checkpoint.pop(key) for key in optimizer_keys]
     if optimizer and states:
         checkpoint["optimizer_states"] = states
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, output)
+    with atomic_open(output, "wb") as handle:  # a failed or killed write leaves any earlier file whole
+        torch.save(checkpoint, handle)
     print(f"wrote {output}", file=sys.stderr)
     return output
 

@@ -22,6 +22,7 @@ _FIXABLE_OS_ERRORS = {
     errno.ENOTDIR: "a file stands where a folder belongs: move it or choose another folder",
     errno.EISDIR: "a folder stands where a file belongs: move it or choose another name",
     errno.EEXIST: "a file stands where a folder belongs: move it or choose another folder",
+    errno.ENOENT: "no such file or folder, and it cannot be created there: choose another path",
 }
 
 
@@ -29,7 +30,9 @@ def user_error_in(error: BaseException) -> UserError | None:
     """The UserError `error` is or was caused by (jsonargparse wraps errors raised in __init__), or a fixable
     file-system fault in words; None for anything else."""
     cause: BaseException | None = error
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # a chain can loop back on itself
+        seen.add(id(cause))
         if isinstance(cause, UserError):
             return cause
         if isinstance(cause, OSError) and cause.errno in _FIXABLE_OS_ERRORS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ class PredictionWriter(BasePredictionWriter):
     lines back in input order and is not written; without it, lines follow the dataloader's order.
     """
 
-    def __init__(self, output_file: str = "predictions.csv") -> None:
+    def __init__(self, output_file: str = "predictions.csv", overwrite: bool = False) -> None:
         """
         Args:
             output_file: Where to write; `.csv` or `.jsonl`, chosen by the extension. Folders are created.
+            overwrite: Replace an existing `output_file`; without it an existing file is an error.
         """
         super().__init__(write_interval="epoch")
         if Path(output_file).suffix.lower() not in FORMATS:
@@ -38,6 +40,23 @@ class PredictionWriter(BasePredictionWriter):
                 f"prediction file {output_file!r} must end in {' or '.join(FORMATS)}; change output_file."
             )
         self.output_file = output_file
+        self.overwrite = overwrite
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # before any prediction is computed: a place that cannot take the file fails now, not at the end
+        path = Path(self.output_file)
+        if path.is_dir():
+            raise UserError(f"prediction file {path} is a folder; set output_file to a file name")
+        if path.exists() and not self.overwrite:
+            raise UserError(
+                f"prediction file {path} already exists; move it away, or set overwrite: true for the "
+                "PredictionWriter in the config"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise UserError(
+                f"cannot write prediction file {path}: its folder is not writable; change output_file"
+            )
 
     def write_on_epoch_end(
         self,

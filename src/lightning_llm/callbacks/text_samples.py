@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_llm.errors import UserError
 from lightning_llm.models.sampling import check_sampling_options
 
 
@@ -38,7 +39,13 @@ class TextSamples(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is not None and self.prompt:
-            tokenizer.encode(self.prompt)  # a prompt the tokenizer cannot encode fails now, not after an hour
+            try:  # a prompt the tokenizer cannot encode fails now, not after an hour
+                tokenizer.encode(self.prompt)
+            except UserError as error:
+                raise UserError(
+                    f"the TextSamples callback's prompt {self.prompt!r} cannot be encoded: {error}; change the "
+                    "prompt under trainer.callbacks in the config"
+                ) from None
 
     @rank_zero_only
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -162,6 +162,10 @@ class TextClassificationDataModule(LightningDataModule):
         self.save_hyperparameters()
         if max_length < 2:
             raise UserError(f"max_length must be at least 2 (got {max_length}); it counts [CLS] and [SEP].")
+        if num_workers < 0:
+            raise UserError(
+                f"data.num_workers is {num_workers}: it must be 0 (load in the main process) or more"
+            )
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise UserError("batch_size and eval_batch_size must be positive; set them to 1 or more.")
         if labels is not None and task == "classification" and len(labels) < 2:

@@ -83,6 +83,9 @@ def _read_delimited(path: Path, delimiter: str) -> TextTable:
     with open_text(path, TABLE_FILE_FIX, newline="") as file:
         reader = csv.DictReader(file, delimiter=delimiter, quoting=quoting)
         columns = list(reader.fieldnames or [])  # reads the header, so line_num now counts it
+        repeated = sorted({name for name in columns if columns.count(name) > 1})
+        if repeated:  # csv would keep the last of the same-named columns without a word
+            raise UserError(f"{path} has the column(s) {repeated} more than once in its header; rename them")
         rows, lines = [], []
         line = reader.line_num + 1
         for row in reader:

@@ -14,13 +14,17 @@ from lightning_llm.data.tokenizers import Tokenizer
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
 
+MIN_BPE_VOCAB = 257  # every byte, plus <|endoftext|>: a smaller size would silently become this one
+
 
 class LanguageModelingDataModule(pl.LightningDataModule):
     """Token windows from a text corpus, for next-token prediction.
 
     Args:
         path: Text file(s), glob(s) or director(ies); "stdlib" (the default) is this Python's own
-            standard-library sources, a real code corpus present on every machine.
+            standard-library sources, a real code corpus present on every machine, without its tests and
+            generated tables (the encodings package's table codecs such as cp1252.py and mac_roman.py,
+            pydoc_data/topics.py, _sysconfigdata_*.py, stringprep.py, re/_casefix.py, html/entities.py).
         tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
         bpe_vocab_size: Vocabulary size of the BPE tokenizer.
         block_size: Context length of each training window; the model's block size is linked to it.
@@ -59,6 +63,15 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         super().__init__()
         if tokenizer not in ("char", "bpe"):
             raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
+        if tokenizer == "bpe" and bpe_vocab_size < MIN_BPE_VOCAB:
+            raise UserError(
+                f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
+                "(256 bytes and the end-of-text token)"
+            )
+        if num_workers < 0:
+            raise UserError(
+                f"data.num_workers is {num_workers}: it must be 0 (load in the main process) or more"
+            )
         if not 0.0 < val_fraction < 1.0:
             raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
         for name, value in (
