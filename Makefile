@@ -12,8 +12,17 @@ ARGS ?=
 BENCH_ARGS ?=
 CKPT ?=
 PROMPT ?= def
-# `make generate` without CKPT samples from the newest language-model run.
-NEWEST_LM_CKPT = $(shell ls -t logs/gpt-*/*/checkpoints/last.ckpt logs/transformer-lm-*/*/checkpoints/last.ckpt 2>/dev/null | head -1)
+# `make generate` without CKPT: in the newest language-model run that has validated, the checkpoint with the
+# lowest val loss in its name (step<N>-val<loss>.ckpt), not a short run's last.ckpt; before any run has
+# validated, the newest last.ckpt.
+LM_CKPT_DIRS = logs/gpt-*/*/checkpoints logs/transformer-lm-*/*/checkpoints
+NEWEST_VALIDATED_LM_CKPT = $(shell ls -t $(addsuffix /step*-val*.ckpt,$(LM_CKPT_DIRS)) 2>/dev/null | head -1)
+LOWEST_VAL_LOSS = sed -nE 's/^(.*-val([0-9.]+)\.ckpt)$$/\2 \1/p' | sort -g | head -1 | cut -d' ' -f2-
+BEST_LM_CKPT = $(if $(NEWEST_VALIDATED_LM_CKPT),$(shell ls $(dir $(NEWEST_VALIDATED_LM_CKPT))step*-val*.ckpt | $(LOWEST_VAL_LOSS)))
+NEWEST_LM_CKPT = $(shell ls -t $(addsuffix /last.ckpt,$(LM_CKPT_DIRS)) 2>/dev/null | head -1)
+LM_CKPT = $(or $(CKPT),$(BEST_LM_CKPT),$(NEWEST_LM_CKPT))
+# `generate` repeats this after the checkpoint's step and val loss
+LM_CKPT_CHOICE = $(if $(CKPT),,make chose it: $(if $(BEST_LM_CKPT),the lowest val loss of the newest run that validated,the newest last.ckpt; no run has validated yet); CKPT=<file> for another)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train shakespeare finetune predict generate consolidate gpu-check bench bench-full test test-fast \
@@ -44,8 +53,9 @@ finetune: install ## Fine-tune the offline MiniLM classifier on SST-2 (configs/m
 predict: install ## Classify SST-2's unlabelled test.tsv with the newest fine-tuned run (CKPT=... for another) -> predictions/minilm-sst2.csv
 	$(BIN)/lightning-llm predict --config configs/minilm-sst2.yaml --data.data_dir $(DATA_DIR)/sst2 --ckpt_path "$(or $(CKPT),last)" $(ARGS)
 
-generate: install ## Sample text from the newest GPT run's last.ckpt (or CKPT=...): make generate PROMPT="def "
-	$(BIN)/lightning-llm generate --ckpt_path "$(or $(CKPT),$(NEWEST_LM_CKPT))" --prompt "$(PROMPT)" $(ARGS)
+generate: install ## Sample text: the newest validated GPT run's lowest-val-loss checkpoint, or CKPT=...; e.g. PROMPT="def "
+	@test -n "$(LM_CKPT)" || { echo "make generate: no language-model checkpoint under logs/ yet; run make train, or pass CKPT=<file>" >&2; exit 2; }
+	LIGHTNING_LLM_CKPT_CHOICE="$(LM_CKPT_CHOICE)" $(BIN)/lightning-llm generate --ckpt_path "$(LM_CKPT)" --prompt "$(PROMPT)" $(ARGS)
 
 consolidate: install ## Merge a sharded checkpoint folder into one file: make consolidate CKPT=logs/<run>/.../last.ckpt
 	$(BIN)/lightning-llm consolidate "$(CKPT)" $(ARGS)
@@ -56,7 +66,7 @@ gpu-check: install ## GPU check: GPT-2 124M bf16 + compile + FSDP (tokens/s, MFU
 bench: install ## Every benchmark in bench/, quick (under 10 min idle); tables in bench/results/summary.md
 	$(PY) bench/run_all.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
-bench-full: install ## Every benchmark in its full mode, for an idle machine (tens of minutes): the README's figures
+bench-full: install ## Every benchmark in its full mode, for an idle machine (tens of minutes): the figures in docs/benchmarks.md
 	$(PY) bench/run_all.py --full --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
 test: install ## Run the whole test suite (CPU, minutes)
@@ -65,7 +75,7 @@ test: install ## Run the whole test suite (CPU, minutes)
 test-fast: install ## Run the tests that are not marked slow
 	$(BIN)/pytest -q -m "not slow" $(ARGS)
 
-tensorboard: install ## Serve the training logs on http://localhost:$(PORT)
+tensorboard: install ## Serve the training logs on http://localhost:6006 (PORT=... for another)
 	$(BIN)/tensorboard --logdir logs --port $(PORT) --bind_all
 
 notebooks: install ## Run the three notebooks headless, full mode (executed copies in logs/notebooks/)
@@ -83,5 +93,5 @@ format: install ## ruff fix + format
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-clean: ## Remove caches and logs (keeps .venv)
+clean: ## Delete logs/ (every run and its checkpoints), .cache and the tool caches; keeps .venv
 	rm -rf .cache logs .pytest_cache .ruff_cache

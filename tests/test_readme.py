@@ -1,4 +1,5 @@
-"""Every command the README shows is real: make targets exist, CLI commands parse, scripts and files exist."""
+"""Every command the README (and docs/benchmarks.md) shows is real: make targets exist, CLI commands parse,
+scripts and files exist."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lightning_llm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = (README, REPO / "docs" / "benchmarks.md")
 CLI_PREFIXES = (
     "lightning-llm",
     ".venv/bin/lightning-llm",
@@ -22,8 +24,9 @@ CLI_PREFIXES = (
 
 
 def readme_commands() -> list[str]:
-    """The shell commands in the README's ```bash blocks, continuation lines joined, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    """The shell commands in the docs' ```bash blocks, continuation lines joined, comments dropped."""
+    text = "".join(doc.read_text(encoding="utf-8") for doc in DOCS)
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     commands = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -46,6 +49,14 @@ def cli_words(command: str) -> list[str] | None:
 
 
 COMMANDS = readme_commands()
+SCRIPT_COMMAND = re.compile(r"^(\S+=\S+ )*(scripts/|bench/|python bench/|\.venv/bin/python bench/|sbatch )")
+
+
+def test_every_command_is_checked_by_a_test_below():
+    unchecked = [
+        c for c in COMMANDS if not (c.startswith("make ") or cli_words(c) or SCRIPT_COMMAND.match(c))
+    ]
+    assert not unchecked, f"commands no test runs: {unchecked}"
 
 
 def test_the_readme_shows_the_two_setup_commands():
@@ -85,9 +96,7 @@ def test_generate_commands_use_real_options(command, capsys):
     assert used <= options, f"unknown options {used - options}"
 
 
-@pytest.mark.parametrize(
-    "command", [c for c in COMMANDS if re.match(r"^(\S+=\S+ )*(scripts/|bench/|python bench/|sbatch )", c)]
-)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if SCRIPT_COMMAND.match(c)])
 def test_scripts_exist_and_parse(command):
     script = next(w for w in shlex.split(command) if w.startswith(("scripts/", "bench/")))
     path = REPO / script
@@ -97,6 +106,7 @@ def test_scripts_exist_and_parse(command):
 
 
 def test_every_config_the_readme_names_exists():
-    named = set(re.findall(r"configs/[\w/.-]+\.yaml", README.read_text(encoding="utf-8")))
+    text = "".join(doc.read_text(encoding="utf-8") for doc in DOCS)
+    named = set(re.findall(r"configs/[\w/.-]+\.yaml", text))
     missing = [name for name in sorted(named) if not (REPO / name).is_file()]
     assert named and not missing, f"the README names configs that do not exist: {missing}"

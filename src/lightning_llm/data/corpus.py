@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import re
 import sysconfig
 import warnings
 from collections.abc import Iterator, Sequence
@@ -21,19 +22,45 @@ TEXT_SUFFIXES = (".txt", ".py", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv"
 CORPUS_FILE_FIX = "convert it to UTF-8 (e.g. with iconv), or remove it from data.path if it is not text"
 # Tests, vendored packages and the IDE's sources would crowd out the library's own code.
 STDLIB_EXCLUDED_PARTS = frozenset({"test", "tests", "site-packages", "dist-packages", "idlelib", "lib2to3"})
+# Tables of data, mostly generated, not code anyone wrote: samples would copy their rows. (The encodings package's table
+# codecs, cp*.py, mac_*.py, iso8859_*.py and the like, are found by their content: see `is_codec_table`.)
+STDLIB_GENERATED_FILES = (
+    "pydoc_data/topics.py",  # the language reference as one dict of strings, dumped by Sphinx (0.7 MB)
+    "_sysconfigdata_*.py",  # this build's compiler settings
+    "stringprep.py",  # RFC 3454 tables
+    "re/_casefix.py",  # a Unicode case table
+    "html/entities.py",  # 2,000 entity names and code points
+)
+CODEC_TABLE = re.compile(r"^(decoding_table|decoding_map) = ", flags=re.M)
 
 
 def stdlib_sources() -> list[Path]:
-    """The running interpreter's standard-library `*.py` files (sorted; tests and site-packages left out)."""
+    """The running interpreter's standard-library `*.py` files, sorted; tests, site-packages and generated
+    tables (`STDLIB_GENERATED_FILES` and the encodings package's table codecs) left out."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(
-        f for f in root.rglob("*.py") if not STDLIB_EXCLUDED_PARTS & set(f.relative_to(root).parts[:-1])
+        f
+        for f in root.rglob("*.py")
+        if not STDLIB_EXCLUDED_PARTS & set(f.relative_to(root).parts[:-1])
+        and not is_generated_table(f.relative_to(root), root)
     )
     if not files:
         raise UserError(
             f"no standard-library sources found under {root}; pass --data.path with your own text"
         )
     return files
+
+
+def is_generated_table(relative: Path, root: Path) -> bool:
+    """True for a standard-library file (path relative to `root`) that holds a generated table, not code."""
+    if any(relative.match(pattern) for pattern in STDLIB_GENERATED_FILES):
+        return True
+    return relative.parts[0] == "encodings" and is_codec_table(root / relative)
+
+
+def is_codec_table(file: Path) -> bool:
+    """A codec module built around a 256-entry decoding table (most were written by Tools/unicode/gencodec.py)."""
+    return CODEC_TABLE.search(file.read_text(encoding="utf-8", errors="replace")) is not None
 
 
 def resolve_files(path: str | Sequence[str]) -> list[Path]:
@@ -59,16 +86,29 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
             files.extend(found)
         elif candidate.is_file():
             files.append(candidate)
+        elif candidate.exists():  # a pipe or a device would never end, or never start
+            raise not_a_text_file(candidate)
         elif glob.has_magic(pattern):
-            found = sorted(Path(f) for f in glob.glob(str(candidate), recursive=True) if Path(f).is_file())
-            if not found:
+            matches = sorted(
+                Path(f) for f in glob.glob(str(candidate), recursive=True) if not Path(f).is_dir()
+            )
+            if not matches:
                 raise UserError(f"the glob {pattern!r} matches no files; check the pattern in data.path")
-            files.extend(found)
+            for match in matches:
+                if not match.is_file():
+                    raise not_a_text_file(match)
+            files.extend(matches)
         else:
             raise UserError(
                 f"data path {pattern} does not exist; check data.path (a file, glob or directory)"
             )
     return files
+
+
+def not_a_text_file(path: Path) -> UserError:
+    return UserError(
+        f"data path {path} is not a regular file (a pipe or a device?); point data.path at text files"
+    )
 
 
 class FileCorpus:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -33,7 +34,7 @@ from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.errors import UserError
 from lightning_llm.lit.optim import check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
-from lightning_llm.pretrained import resolve_pretrained
+from lightning_llm.pretrained import quiet_transformers, resolve_pretrained
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Batch entries that identify rows; predictions carry them through so a writer can print them.
@@ -100,7 +101,9 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         self.save_hyperparameters()
         self.label_names = label_names or [str(index) for index in range(num_labels)]
         self.regression = num_labels == 1
-        self.model = _load_with_new_head(pretrained, num_labels, self.label_names, classifier_dropout)
+        self.model, self.new_weights = _load_with_new_head(
+            pretrained, num_labels, self.label_names, classifier_dropout
+        )
         self.frozen = self._frozen_parameters(freeze, frozen_layers)
         for parameter in self.frozen:
             parameter.requires_grad_(False)
@@ -228,7 +231,35 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
             scheduler.base_lrs.append(group["initial_lr"])
             scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
 
+    # The new head (and anything the pretrained folder lacked) is reported once a run starts, unless a
+    # checkpoint restored it: transformers' own report at loading time would also show for fine-tuned ones.
+
+    def on_train_start(self) -> None:
+        self._report_new_weights()
+
+    def on_validation_start(self) -> None:
+        self._report_new_weights()
+
+    def on_test_start(self) -> None:
+        self._report_new_weights()
+
+    def on_predict_start(self) -> None:
+        self._report_new_weights()
+
+    def _report_new_weights(self) -> None:
+        if not self.new_weights:
+            return
+        names, self.new_weights = ", ".join(self.new_weights), []
+        if self.trainer.state.fn == "fit":
+            rank_zero_info(f"newly initialised, trained from scratch by this run: {names}")
+        else:
+            rank_zero_warn(
+                f"{names} are newly initialised (no checkpoint restored them), so the outputs are untrained; "
+                "pass --ckpt_path with a fine-tuned checkpoint"
+            )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.new_weights = []  # the checkpoint holds every weight, the fine-tuned head included
         # A run saved after unfreezing has the backbone's parameter groups in its optimizer state; they
         # must exist before that state is loaded (Lightning calls this before configure_optimizers).
         states = checkpoint.get("optimizer_states") or []
@@ -301,18 +332,21 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
 
 def _load_with_new_head(
     pretrained: str, num_labels: int, label_names: list[str], dropout: float
-) -> nn.Module:
+) -> tuple[nn.Module, list[str]]:
+    """The pretrained model with a fresh linear head, and the names of the weights it did not load."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_pretrained(pretrained),
-        num_labels=num_labels,
-        id2label=dict(enumerate(label_names)),
-        label2id={name: index for index, name in enumerate(label_names)},
-        # A folder fine-tuned for another label set has a head of another shape; it is replaced anyway.
-        ignore_mismatched_sizes=True,
-        trust_remote_code=False,
-    )
+    with quiet_transformers():
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            resolve_pretrained(pretrained),
+            num_labels=num_labels,
+            id2label=dict(enumerate(label_names)),
+            label2id={name: index for index, name in enumerate(label_names)},
+            # A folder fine-tuned for another label set has a head of another shape; it is replaced anyway.
+            ignore_mismatched_sizes=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
     head_owner = model.classifier if hasattr(model.classifier, "out_proj") else model  # RoBERTa-style head
     head_name = "out_proj" if head_owner is not model else "classifier"
     old_head = getattr(head_owner, head_name)
@@ -324,11 +358,14 @@ def _load_with_new_head(
     nn.init.normal_(head.weight, std=getattr(model.config, "initializer_range", 0.02))
     nn.init.zeros_(head.bias)
     setattr(head_owner, head_name, head)
+    prefix = f"{head_name}." if head_owner is model else f"classifier.{head_name}."
+    not_loaded = {*loading["missing_keys"], *(key for key, *_ in loading["mismatched_keys"])}
+    new_weights = sorted(not_loaded | {prefix + name for name, _ in head.named_parameters()})
     if isinstance(getattr(head_owner, "dropout", None), nn.Dropout):
         head_owner.dropout = nn.Dropout(dropout)
     # from_pretrained returns the model in eval mode, and Lightning keeps each submodule's mode as it finds
     # it: without this, dropout would stay off during fine-tuning.
-    return model.train()
+    return model.train(), new_weights
 
 
 def _examples_in(batch: dict[str, Any]) -> int:

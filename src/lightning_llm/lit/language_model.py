@@ -19,6 +19,7 @@ from lightning_llm.errors import UserError
 from lightning_llm.lit.optim import check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
+from lightning_llm.models.sampling import filter_logits
 from lightning_llm.parallel import is_sharded
 
 
@@ -83,6 +84,9 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
         _drop_unaccepted_init_args(self.hparams.get("model"), type(model))
         self.model = model
+        # one full window: the model summary then counts the FLOPs of a forward pass instead of printing 0
+        block_size = getattr(getattr(model, "config", model), "block_size", None)
+        self.example_input_array = torch.zeros(1, block_size, dtype=torch.long) if block_size else None
         self._eval_loss_sum = torch.zeros(2)  # (sum of token losses, token count) over an evaluation
         self.tokenizer: Tokenizer | None = None
 
@@ -194,7 +198,13 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         top_p: float | None = None,
         seed: int | None = None,
     ) -> str:
-        """Continue `prompt` with sampled text (prompt included)."""
+        """Continue `prompt` with sampled text (prompt included).
+
+        The prompt's last token is sampled again among the tokens that start with its text (token
+        healing): BPE cuts "def " into "def" + " ", a pair that training text holds only before another
+        space (code is cut "def" + " name"), so the sample would go on with a second space. The healed
+        token takes the last one's place: the text still gains `max_new_tokens` tokens.
+        """
         if self.tokenizer is None:
             raise UserError(
                 "this model has no tokenizer: load it from a checkpoint written by `lightning-llm fit`"
@@ -202,8 +212,49 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         ids = self.tokenizer.encode(prompt) if prompt else self.tokenizer.encode("\n")
         idx = torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]  # (1, T)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        if prompt and max_new_tokens > 0:
+            idx = _heal_last_token(self.model, self.tokenizer, idx, temperature, top_k, top_p, generator)
         out = self.model.generate(idx, max_new_tokens, temperature, top_k, top_p, generator)
         return self.tokenizer.decode(out[0].tolist())
+
+
+@torch.no_grad()
+def _heal_last_token(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    idx: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """idx (1, T) with its last token sampled again among the tokens whose text starts with that token's."""
+    texts = _token_texts(tokenizer)
+    last = texts[int(idx[0, -1])]
+    if idx.size(1) < 2 or "\ufffd" in last:  # no context to sample from, or part of a character
+        return idx
+    extending = [i for i, text in enumerate(texts) if text.startswith(last)]
+    if len(extending) < 2:  # only the token itself: nothing to heal
+        return idx
+    was_training = model.training
+    model.eval()
+    logits, _ = model(idx[:, :-1][:, -model.block_size :])
+    model.train(was_training)
+    allowed = torch.full_like(logits[:, -1], float("-inf"))
+    allowed[:, extending] = 0.0
+    logits = logits[:, -1].float() + allowed  # (1, V)
+    if temperature <= 0:
+        healed = logits.argmax(-1, keepdim=True)
+    else:
+        probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+        healed = torch.multinomial(probs, 1, generator=generator)
+    return torch.cat([idx[:, :-1], healed], dim=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _token_texts(tokenizer: Tokenizer) -> list[str]:
+    """Each token id's text, computed once per tokenizer (GPT-2's 50k tokens take a fraction of a second)."""
+    return [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
 
 
 def _tokens_in(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
