@@ -22,7 +22,8 @@ from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
-from lightning_llm.checkpoints import check_fits, read_checkpoint, use_atomic_checkpoints
+from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoints import check_fits, use_atomic_checkpoints
 from lightning_llm.cli_help import (
     OVERVIEW,
     ConciseErrors,

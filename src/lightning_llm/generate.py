@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from jsonargparse import auto_cli
 
-from lightning_llm.checkpoints import load_module, read_checkpoint
+from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoints import load_module
 from lightning_llm.errors import UserError, exit_on_user_error
 from lightning_llm.lit.language_model import LanguageModel
 from lightning_llm.models.sampling import check_sampling_options

@@ -13,7 +13,8 @@ import torch
 from lm_helpers import lm_fit_args
 
 from lightning_llm.atomic import atomic_open, atomic_write_text
-from lightning_llm.checkpoints import AtomicCheckpointIO, read_checkpoint
+from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoints import AtomicCheckpointIO
 from lightning_llm.cli import main
 
 # Runs the CLI with torch.save patched so that the second write of last.ckpt stops half way and waits

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from lightning_llm.checkpoints import read_checkpoint
+from lightning_llm.checkpoint_files import read_checkpoint
 from lightning_llm.errors import UserError
 
 

@@ -1,0 +1,195 @@
+"""A sequence classifier on the project's own GPT: the backbone comes from a `lightning-llm fit` checkpoint.
+
+The GPT's transformer (embeddings, blocks, final LayerNorm) is loaded as trained; a fresh linear head reads the
+hidden state of each row's last real token, as HF `GPT2ForSequenceClassification` does. Attention is causal, so
+that token has seen the whole text and none of the right padding after it: a padded batch gives each row the
+logits it gets alone. The language-model head is dropped: it predicts tokens, not labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.data.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
+from lightning_llm.errors import UserError
+from lightning_llm.models.gpt import GPT, GPTConfig
+
+LANGUAGE_MODEL = "lightning_llm.lit.language_model.LanguageModel"
+GPT_CLASS_PATHS = ("lightning_llm.models.GPT", "lightning_llm.models.gpt.GPT")
+FREEZE_MODES = ("none", "backbone", "lower_layers")
+
+
+class GPTClassifier(nn.Module):
+    """A GPT pretrained with `lightning-llm fit`, pooled at each row's last real token, with a new linear head.
+
+    Inputs are padded on the right; `pad_token_id` is the id to pad with: the BPE tokenizer's `<|endoftext|>`,
+    or 0 for the character tokenizer, which has no special tokens (a real character then, harmless because the
+    attention mask decides which tokens count and causal attention never lets a real token see the padding).
+
+    Args:
+        checkpoint: A `.ckpt` file written by `lightning-llm fit` with a GPT network; its weights and tokenizer
+            become the backbone's.
+        num_labels: Number of classes (1 for regression): the width of the new head.
+        classifier_dropout: Dropout on the pooled hidden state, before the new head.
+    """
+
+    def __init__(self, checkpoint: str, num_labels: int = 2, classifier_dropout: float = 0.1) -> None:
+        super().__init__()
+        if num_labels < 1:
+            raise UserError(f"num_labels is {num_labels}: it must be 1 (regression) or more classes")
+        if not 0.0 <= classifier_dropout < 1.0:
+            raise UserError(f"classifier_dropout is {classifier_dropout}: it must be in [0, 1)")
+        saved = _read_language_model(checkpoint)
+        gpt = _load_gpt(saved, checkpoint)
+        self.config: GPTConfig = gpt.config
+        # Only the transformer is kept: lm_head predicts tokens, not labels; tied to wte, it held no other weights.
+        self.transformer = gpt.transformer
+        self.tokenizer: Tokenizer = tokenizer_from_json(saved["tokenizer"])
+        self.pad_token_id = _pad_token_id(self.tokenizer)
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(classifier_dropout)
+        self.head = nn.Linear(self.config.n_embd, num_labels)
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The GPT's final hidden states (B, T, n_embd) after `ln_f`: what its lm_head would read."""
+        T = input_ids.size(1)
+        if self.block_size < T:
+            raise ValueError(
+                f"input of length {T} is longer than the GPT's block_size {self.block_size}: truncate it to "
+                f"{self.block_size} tokens"
+            )
+        pos = torch.arange(T, device=input_ids.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)  # (B, T, C)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, num_labels) for token ids (B, T) padded on the right, with attention_mask (B, T) of 1 for
+        real tokens and 0 for padding (None: every token is real)."""
+        hidden = self.hidden_states(input_ids)  # (B, T, C)
+        last = _last_real_token(input_ids, attention_mask)  # (B,)
+        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
+        return self.head(self.dropout(pooled))  # (B, num_labels)
+
+    def freeze(self, mode: str, frozen_layers: int = 0) -> list[nn.Parameter]:
+        """Fix parameters (requires_grad False) and return them; everything else, the head always, trains.
+
+        `none` freezes nothing; `backbone` freezes the whole GPT; `lower_layers` freezes the token and position
+        embeddings and the first `frozen_layers` blocks. Each call starts from all parameters trainable.
+        """
+        if mode not in FREEZE_MODES:
+            raise UserError(f"freeze mode {mode!r} is unknown: use one of {', '.join(FREEZE_MODES)}")
+        blocks = self.transformer.h
+        if not 0 <= frozen_layers <= len(blocks):
+            raise UserError(
+                f"frozen_layers is {frozen_layers} but the GPT has {len(blocks)} blocks: choose 0 to {len(blocks)}"
+            )
+        for parameter in self.parameters():
+            parameter.requires_grad_(True)
+        frozen: list[nn.Parameter] = []
+        if mode == "backbone":
+            frozen = list(self.transformer.parameters())
+        elif mode == "lower_layers":
+            lower = [self.transformer.wte, self.transformer.wpe, *blocks[:frozen_layers]]
+            frozen = [parameter for module in lower for parameter in module.parameters()]
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        return frozen
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new head's parameters: they always train."""
+        return list(self.head.parameters())
+
+
+def _last_real_token(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Index (B,) of each row's last real token; a left-padded or empty row is refused, since it would pool
+    padding (a left-padded row's tokens also attend to the padding before them)."""
+    B, T = input_ids.shape
+    if T == 0:
+        raise ValueError("input_ids has no tokens: every row needs at least one")
+    if attention_mask is None:
+        return torch.full((B,), T - 1, dtype=torch.long, device=input_ids.device)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}: "
+            "give one mask entry per token"
+        )
+    mask = attention_mask.long()  # (B, T)
+    lengths = mask.sum(dim=1)  # (B,)
+    bad = (mask[:, 1:] > mask[:, :-1]).any(dim=1) | (lengths == 0)  # (B,), one host sync below
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        if lengths[row] == 0:
+            raise ValueError(f"row {row} of attention_mask has no tokens: every row needs at least one")
+        raise ValueError(
+            f"row {row} of attention_mask is not right-padded: pad after the text (ones first, then zeros)"
+        )
+    return lengths - 1
+
+
+def _read_language_model(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint of a GPT language model, or a UserError naming what it holds instead."""
+    saved = read_checkpoint(checkpoint)
+    hparams = saved.get("hyper_parameters")
+    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if class_path != LANGUAGE_MODEL:
+        held = f"a {class_path}" if class_path else "no model description (hyper_parameters)"
+        raise UserError(
+            f"checkpoint {checkpoint} holds {held}, not a language model ({LANGUAGE_MODEL}); pass a checkpoint "
+            "written by `lightning-llm fit` with a GPT config"
+        )
+    network = hparams.get("model")
+    if not isinstance(network, dict) or not isinstance(network.get("init_args"), dict):
+        raise UserError(
+            f"checkpoint {checkpoint} does not describe its network (model.class_path and init_args), so the GPT "
+            "cannot be rebuilt; pass a checkpoint written by `lightning-llm fit`"
+        )
+    if network.get("class_path") not in GPT_CLASS_PATHS:
+        raise UserError(
+            f"checkpoint {checkpoint} holds a {network.get('class_path')} network, not a GPT; pretrain with a GPT "
+            "config (e.g. configs/gpt-shakespeare-char.yaml) and pass that checkpoint"
+        )
+    if not isinstance(saved.get("tokenizer"), str):
+        raise UserError(
+            f"checkpoint {checkpoint} carries no tokenizer, so text cannot be encoded for its GPT; pass a "
+            "checkpoint written by `lightning-llm fit`"
+        )
+    return saved
+
+
+def _load_gpt(saved: dict[str, Any], checkpoint: str | Path) -> GPT:
+    """The GPT rebuilt from the saved init_args with the saved weights (all of them, nothing else)."""
+    try:
+        gpt = GPT(**saved["hyper_parameters"]["model"]["init_args"])
+    except (TypeError, ValueError) as error:
+        raise UserError(f"checkpoint {checkpoint} describes a GPT that cannot be built: {error}") from None
+    prefix = "model."
+    weights = {name.removeprefix(prefix): tensor for name, tensor in saved["state_dict"].items()}
+    try:
+        gpt.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise UserError(
+            f"checkpoint {checkpoint} does not fit the GPT its hyperparameters describe ({first}); pass an "
+            "unmodified checkpoint written by `lightning-llm fit`"
+        ) from None
+    return gpt
+
+
+def _pad_token_id(tokenizer: Tokenizer) -> int:
+    """BPE pads with `<|endoftext|>`, as GPT-2 does; the character tokenizer has no special token, so 0."""
+    if isinstance(tokenizer, BPETokenizer):
+        ids = tokenizer.encode(END_OF_TEXT)
+        if len(ids) == 1:
+            return int(ids[0])
+    return 0
