@@ -104,9 +104,8 @@ class LLMCLI(LightningCLI):
         if ckpt_path in ("hpc", "registry") or ckpt_path.startswith("registry:") or "://" in ckpt_path:
             return super()._parse_ckpt_path()  # Lightning's own lookups and remote storage
         path = Path(ckpt_path).expanduser()
-        if (
-            path.is_dir()
-        ):  # a sharded FSDP / FSDP2 checkpoint: no hyperparameters to read, shards checked later
+        # a sharded FSDP / FSDP2 checkpoint: no hyperparameters to read; the strategy checks the shards
+        if path.is_dir():
             check_sharded_folder(path)
             install_safe_sharded_reads()  # the strategy reads the shards with torch.distributed.checkpoint
             return
@@ -125,30 +124,32 @@ class LLMCLI(LightningCLI):
     def refuse_overridden_settings(self, before: Namespace, subcommand: str, path: Path) -> None:
         """Stop when the checkpoint's hyperparameters replaced a model setting the user typed: for `fit`
         one in a config file or a flag, for the other subcommands a flag (their config is the template)."""
-        typed = self.typed_model_keys(subcommand, flags_only=subcommand != "fit")
-        for key in typed:
-            saved, wanted = self.config.get(f"{subcommand}.{key}"), before.get(f"{subcommand}.{key}")
-            if key.endswith("class_path") and saved != wanted:
-                raise UserError(
-                    f"checkpoint {path} holds a {str(saved).rsplit('.', 1)[-1]} as {key.removesuffix('.class_path')}, "
-                    f"but the config builds a {str(wanted).rsplit('.', 1)[-1]}; pass a checkpoint of that model"
-                )
-        conflicts = [
-            f"{key}={self.config.get(f'{subcommand}.{key}')!r} (you set {before.get(f'{subcommand}.{key}')!r})"
-            for key in typed
+        changed = [
+            (key, before.get(f"{subcommand}.{key}"), self.config.get(f"{subcommand}.{key}"))
+            for key in self.typed_model_keys(subcommand, flags_only=subcommand != "fit")
             if before.get(f"{subcommand}.{key}") != self.config.get(f"{subcommand}.{key}")
         ]
-        if conflicts:
+        for key, wanted, saved in changed:  # another network altogether: say that, not its arguments
+            if key.endswith("class_path"):
+                raise UserError(
+                    f"checkpoint {path} holds a {str(saved).rsplit('.', 1)[-1]} as "
+                    f"{key.removesuffix('.class_path')}, but the config builds a {str(wanted).rsplit('.', 1)[-1]}; "
+                    "pass a checkpoint of that model"
+                )
+        if changed:
+            conflicts = "; ".join(f"{key}={saved!r} (you set {wanted!r})" for key, wanted, saved in changed)
             raise UserError(
-                f"checkpoint {path} was trained with {'; '.join(conflicts)}; the model settings come from the "
-                "checkpoint: drop those settings to use it, or start a new run without --ckpt_path"
+                f"checkpoint {path} was trained with {conflicts}; the model settings come from the checkpoint: "
+                "drop those settings to use it, or start a new run without --ckpt_path"
             )
 
     def typed_model_keys(self, subcommand: str, flags_only: bool) -> list[str]:
         """The `model.*` keys the user gave in config files and flags (`flags_only`: in flags), not defaults."""
         if self.argv is None:
             return []
-        typed = self.parser.parse_args(self.argv, defaults=False).get(subcommand)
+        if not hasattr(self, "_typed"):  # what the config files and flags hold, parsed once
+            self._typed = self.parser.parse_args(self.argv, defaults=False).get(subcommand)
+        typed = self._typed
         keys = [k for k in typed.keys() if k.startswith("model.") and k != "model.dict_kwargs"]  # noqa: SIM118 - nested keys
         if not flags_only:
             return keys
