@@ -86,3 +86,10 @@ def test_fit_ends_with_one_line_naming_the_checkpoints_and_the_next_command(tiny
     assert "(val/loss " in line and "last logs/gpt-shakespeare-char/version_0/checkpoints/last.ckpt" in line
     assert "logs in logs/gpt-shakespeare-char/version_0" in line
     assert "next: lightning-llm generate --ckpt_path" in line
+
+
+def test_help_with_a_config_naming_a_missing_class_is_one_error(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  class_path: lightning_llm.nope.Nope\n")
+    code, _, err = exit_code_and_output(["fit", "--config", str(config), "--help"], capsys)
+    assert code == 2 and "error: model.class_path 'lightning_llm.nope.Nope' cannot be imported" in err

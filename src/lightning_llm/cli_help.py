@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import re
 import sys
 import textwrap
@@ -166,7 +167,6 @@ def configured_classes(config: dict, prefix: str = "") -> Iterator[tuple[str, st
 def print_config_keys(argv: list[str]) -> None:
     """Print, for each class the config files name, its keys with types, defaults (the config's values
     where it sets them) and docstrings, as they are typed on the command line."""
-
     check_config_files(argv)
     merged: dict = {}
     for file in config_files(argv):
@@ -183,12 +183,11 @@ def print_config_keys(argv: list[str]) -> None:
 def class_keys(key: str, class_path: str, init_args: dict) -> Iterator[tuple[str, str]]:
     """(option, help with type and default) of each constructor argument of `class_path`; the config's value
     stands as the default where it sets one; arguments that hold another class are listed on their own."""
-    from jsonargparse import ArgumentParser as KeyParser
-    from jsonargparse._typehints import import_object
-
     nested = {name for name, value in init_args.items() if isinstance(value, dict) and "class_path" in value}
-    parser = KeyParser(add_help=False)
-    parser.add_class_arguments(import_object(class_path), f"{key}.init_args", skip=nested, fail_untyped=False)
+    parser = ArgumentParser(add_help=False)
+    parser.add_class_arguments(
+        configured_class(key, class_path), f"{key}.init_args", skip=nested, fail_untyped=False
+    )
     for name, value in init_args.items():
         if name not in nested:  # show the config's value as the default
             with contextlib.suppress(KeyError, ValueError, TypeError):
@@ -205,6 +204,17 @@ def class_keys(key: str, class_path: str, init_args: dict) -> Iterator[tuple[str
         default = parser.get_default(option[2:]) if option[2:] in parser.get_defaults() else None
         text = re.sub(r"\s*\((required, )?type: [^)]*\)\s*$", "", action.help.strip())
         yield option, f"{text} (default: {default!r})"
+
+
+def configured_class(key: str, class_path: str) -> type:
+    """The class a config names by its dotted path, or a UserError naming the key and the path."""
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise UserError(
+            f"{key}.class_path {class_path!r} cannot be imported ({error}); fix it in the config"
+        ) from None
 
 
 def deep_merge(base: dict, override: dict) -> dict:
