@@ -104,6 +104,9 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         self.model, self.new_weights = _load_with_new_head(
             pretrained, num_labels, self.label_names, classifier_dropout
         )
+        # one text of up to 128 tokens: the model summary then counts its FLOPs instead of printing 0
+        length = min(128, getattr(self.model.config, "max_position_embeddings", 128))
+        self.example_input_array = {"input_ids": torch.ones(1, length, dtype=torch.long)}
         self.frozen = self._frozen_parameters(freeze, frozen_layers)
         for parameter in self.frozen:
             parameter.requires_grad_(False)
