@@ -143,8 +143,19 @@ def test_a_prompt_ending_in_a_space_continues_with_one_space():
 
     # " read" takes the place of the prompt's " ", then come the 2 new tokens: as many tokens as before
     assert module.generate_text("def ", max_new_tokens=2, temperature=0) == "def read read read"
-    for seed in range(5):  # sampled, the prompt is kept whole as well
-        assert module.generate_text("def ", max_new_tokens=3, temperature=1.0, seed=seed).startswith("def ")
+    for seed in range(5):  # sampled, the prompt is kept whole as well, and the same seed gives the same text
+        text = module.generate_text("def ", max_new_tokens=3, temperature=1.0, seed=seed)
+        assert text.startswith("def ") and text == module.generate_text("def ", 3, 1.0, seed=seed)
+
+
+def test_prompts_that_do_not_end_in_whitespace_are_not_healed():
+    tokenizer = BPETokenizer.train([CODE], vocab_size=300)
+    name = int(tokenizer.encode("def read")[-1])
+    module = LanguageModel(AlwaysNext(tokenizer.vocab_size, name))
+    module.tokenizer = tokenizer
+    # a prompt ending in a word, or in the end-of-text token, goes on from exactly that token
+    assert module.generate_text("def read", max_new_tokens=1, temperature=0) == "def read read"
+    assert module.generate_text("x\n<|endoftext|>", max_new_tokens=1, temperature=0) == "x\n read"
 
 
 # D. `predict` from a fine-tuned checkpoint reports no missing head; training from scratch does.

@@ -3,6 +3,7 @@ keys of the config in hand, a progress bar that reads step-based runs, and one l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,9 @@ def test_fit_ends_with_one_line_naming_the_checkpoints_and_the_next_command(tiny
     assert len(summary) == 1
     line = summary[0]
     assert "best checkpoint logs/gpt-shakespeare-char/version_0/checkpoints/step4-val" in line
-    assert "(val/loss " in line and "last logs/gpt-shakespeare-char/version_0/checkpoints/last.ckpt" in line
+    named, shown = re.search(r"-val(\d+\.\d+)\.ckpt \(val/loss (\d+\.\d+)\)", line).groups()
+    assert abs(float(named) - float(shown)) < 1e-3  # the best checkpoint's loss, not the last validation's
+    assert "last logs/gpt-shakespeare-char/version_0/checkpoints/last.ckpt" in line
     assert "logs in logs/gpt-shakespeare-char/version_0" in line
     assert "next: lightning-llm generate --ckpt_path" in line
 

@@ -155,7 +155,7 @@ def test_classifier_checkpoint_is_refused_by_name(tmp_path):
     torch.save({"hyper_parameters": hparams, "state_dict": {}}, path)
     with pytest.raises(UserError) as error:
         GPTClassifier(str(path))
-    one_line_error(error, "SequenceClassifier", "not a language model")
+    one_line_error(error, "SequenceClassifier", "not a LanguageModel")
 
 
 def test_network_other_than_gpt_is_refused_by_name(checkpoints, tmp_path):

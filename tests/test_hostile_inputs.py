@@ -57,6 +57,11 @@ def workspace(tmp_path_factory) -> Path:
     torch.save({"epoch": 1}, root / "no-weights.ckpt")
     torch.save({"state_dict": torch.load(last, weights_only=True)["state_dict"]}, root / "no-hparams.ckpt")
     torch.save({"state_dict": {}, "payload": RunsCode()}, root / "runs-code.ckpt")
+    saved = torch.load(last, weights_only=True)
+    saved["hyper_parameters"]["model"]["class_path"] = "this.Nope"  # importing `this` prints: code would run
+    torch.save(saved, root / "foreign-class.ckpt")
+    (root / "config-only-model").mkdir()
+    (root / "config-only-model" / "config.json").write_text('{"model_type": "bert"}')
     (root / "broken.yaml").write_text("trainer: [1,\n  2\nmodel: {")
     (root / "list.yaml").write_text("- fit\n- model\n")
     (root / "empty.yaml").write_text("")
@@ -109,6 +114,21 @@ CASES = [
     BadInput("ckpt-without-weights", lambda: lm_fit("--ckpt_path", "no-weights.ckpt"), ("no state_dict",)),
     BadInput("ckpt-without-hparams", lambda: ["generate", "--ckpt_path", "no-hparams.ckpt"], ("no hyperparameters",)),
     BadInput("ckpt-that-runs-code", lambda: ["generate", "--ckpt_path", "runs-code.ckpt"], ("could run code",)),
+    BadInput(
+        "ckpt-naming-a-foreign-class-to-generate",
+        lambda: ["generate", "--ckpt_path", "foreign-class.ckpt"],
+        ("'this.Nope'", "not this project's"),
+    ),
+    BadInput(
+        "ckpt-naming-a-foreign-class-to-validate",
+        lambda: ["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "foreign-class.ckpt"],
+        ("'this.Nope'", "could run code"),
+    ),
+    BadInput(
+        "pretrained-folder-without-weights",
+        lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.pretrained", "config-only-model"],
+        ("model.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
+    ),
     BadInput("last-without-a-logger", lambda: lm_fit("--trainer.logger", "false", "--ckpt_path", "last"), ("trainer.logger is off",)),
     # settings the checkpoint would silently replace, and a tokenizer that no longer matches
     BadInput(
@@ -214,6 +234,25 @@ def test_bad_input_ends_in_one_error_line(case: BadInput, outcomes: Outcomes):
 def test_no_bad_input_changed_a_file_or_ran_code(outcomes: Outcomes, workspace: Path):
     assert outcomes.changed == []
     assert not (workspace / "PWNED").exists()
+    assert "Zen of Python" not in outcomes.results["ckpt-naming-a-foreign-class-to-generate"].stdout
+
+
+def test_the_good_uses_beside_the_bad_ones_still_work(workspace: Path, tmp_path: Path):
+    """Resuming with the same flags, and evaluating the last checkpoint with its config, run; evaluating
+    writes nothing into the training run's folder."""
+    run = shutil.copytree(workspace, tmp_path / "run")
+    trained_config = run / "logs/gpt-shakespeare-char/trained/config.yaml"
+    before = trained_config.read_bytes()
+    validated = run_cli(["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "last"], run)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert trained_config.read_bytes() == before
+    resumed = run_cli(
+        lm_fit(*BPE, "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--ckpt_path", LAST)
+        + ["--trainer.logger.init_args.version", "trained"],
+        run,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(run / LAST, weights_only=True)["global_step"] == 4
 
 
 def test_a_blown_up_run_keeps_only_checkpoints_of_finite_weights(workspace: Path, tmp_path: Path):

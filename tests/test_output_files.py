@@ -58,3 +58,9 @@ def test_a_csv_header_with_a_repeated_column_is_refused(tmp_path):
     table.write_text("sentence,sentence,label\na,b,1\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"\['sentence'\] more than once"):
         read_table(Path(table))
+
+
+def test_a_write_the_folder_refuses_names_the_target_not_the_temp_file():
+    with pytest.raises(OSError) as raised, atomic_open("/proc/predictions.csv", "w") as handle:
+        handle.write("never")
+    assert raised.value.filename == "/proc/predictions.csv"

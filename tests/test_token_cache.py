@@ -134,5 +134,6 @@ def test_two_runs_building_the_same_cache_at_once_both_succeed(tmp_path):
     results = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
     assert results[0][0] == results[1][0]  # the same entry, the same token count
+    assert "waiting for another run to finish building" in results[1][1]  # it overlapped the first build
     entry = tmp_path / results[0][0].split()[1]
     assert sorted(p.name for p in entry.iterdir()) == [".lock", "meta.json", "tokenizer.json", "tokens.bin"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,47 @@ def require_checkpoint_file(path: Path) -> None:
     raise UserError(
         f"checkpoint {path} is not a regular file; pass the .ckpt file written by `lightning-llm fit`"
     )
+
+
+# Classes a checkpoint may name: this package's own. Rebuilding a model imports the module of every class
+# its hyperparameters name, and an import runs that module's code.
+OWN_PACKAGE = __name__.split(".")[0] + "."
+
+
+def model_description(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checkpoint's hyperparameters (what rebuilds its module), once every class they name is ours."""
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not hparams:
+        raise UserError(
+            f"checkpoint {path} holds no hyperparameters, so its model cannot be rebuilt; use a .ckpt file "
+            "written by `lightning-llm fit`"
+        )
+    for class_path in class_paths_in(hparams):
+        if not class_path.startswith(OWN_PACKAGE):
+            raise UserError(
+                f"checkpoint {path} names the class {class_path!r}, which is not this project's; it is not "
+                f"loaded, since importing it could run code. Use a checkpoint whose classes are {OWN_PACKAGE}*"
+            )
+    return hparams
+
+
+def class_paths_in(value: Any) -> Iterator[str]:
+    """Every `class_path` / `_class_path` value, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("class_path", "_class_path"):
+                yield str(item)
+            else:
+                yield from class_paths_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from class_paths_in(item)
+
+
+def require_class(hparams: dict[str, Any], wanted: str, path: str | Path, fix: str) -> None:
+    """A UserError unless the checkpoint's module is `wanted` (a class name or dotted path)."""
+    saved = str(hparams.get("_class_path") or "")
+    if saved and saved.rsplit(".", 1)[-1] != wanted.rsplit(".", 1)[-1]:
+        raise UserError(
+            f"checkpoint {path} holds a {saved.rsplit('.', 1)[-1]}, not a {wanted.rsplit('.', 1)[-1]}; {fix}"
+        )

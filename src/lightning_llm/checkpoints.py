@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lightning_llm.atomic import atomic_open, remove_stale_temp_files
-from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
 from lightning_llm.errors import UserError
 
 ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
@@ -71,18 +71,8 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: s
 
 def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "cpu") -> ModuleT:
     """`cls.load_from_checkpoint` with a UserError for a missing, corrupt or foreign checkpoint."""
-    checkpoint = read_checkpoint(ckpt_path)
-    hparams = checkpoint.get("hyper_parameters")
-    if not isinstance(hparams, dict) or not hparams:
-        raise UserError(
-            f"checkpoint {ckpt_path} holds no hyperparameters, so the model cannot be rebuilt; use a .ckpt "
-            "file written by `lightning-llm fit`"
-        )
-    class_path = hparams.get("_class_path")
-    if class_path is not None and class_path.rsplit(".", 1)[-1] != cls.__name__:
-        raise UserError(
-            f"checkpoint {ckpt_path} holds a {class_path}, not a {cls.__name__}; use a matching checkpoint"
-        )
+    hparams = model_description(read_checkpoint(ckpt_path), ckpt_path)
+    require_class(hparams, cls.__name__, ckpt_path, "use a matching checkpoint")
     try:
         return cls.load_from_checkpoint(
             Path(ckpt_path).expanduser(), map_location=map_location, weights_only=True

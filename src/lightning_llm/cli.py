@@ -22,7 +22,7 @@ from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
-from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
 from lightning_llm.checkpoints import check_fits, use_atomic_checkpoints
 from lightning_llm.cli_help import (
     OVERVIEW,
@@ -110,10 +110,10 @@ class LLMCLI(LightningCLI):
             install_safe_sharded_reads()  # the strategy reads the shards with torch.distributed.checkpoint
             return
         self.checkpoint = read_checkpoint(path)
-        hparams = self.checkpoint.get("hyper_parameters")
-        if not isinstance(hparams, dict) or not hparams:
-            return
-        check_module_class(hparams, config.get("model"), path)
+        hparams = model_description(self.checkpoint, path)
+        wanted = config.get("model.class_path") if config.get("model") is not None else None
+        if wanted:
+            require_class(hparams, wanted, path, "pass a checkpoint written with this config")
         hparams = {key: value for key, value in hparams.items() if key != "_instantiator"}
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
@@ -140,7 +140,7 @@ class LLMCLI(LightningCLI):
             conflicts = "; ".join(f"{key}={saved!r} (you set {wanted!r})" for key, wanted, saved in changed)
             raise UserError(
                 f"checkpoint {path} was trained with {conflicts}; the model settings come from the checkpoint: "
-                "drop those settings to use it, or start a new run without --ckpt_path"
+                "set them to the checkpoint's values or drop them, or start a new run without --ckpt_path"
             )
 
     def typed_model_keys(self, subcommand: str, flags_only: bool) -> list[str]:
@@ -209,7 +209,7 @@ class LLMCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         super()._run_subcommand(subcommand)
         if subcommand == "fit" and self.trainer.is_global_zero and not self.trainer.interrupted:
-            print(run_summary(self.trainer, self.model, self.config.get("fit.config")), file=sys.stderr)
+            print(run_summary(self.trainer, self.model), file=sys.stderr)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
@@ -226,15 +226,19 @@ class LLMCLI(LightningCLI):
         )
 
 
-def run_summary(trainer, module: LightningModule, config_files) -> str:
+def run_summary(trainer, module: LightningModule) -> str:
     """One line after `fit`: the best and last checkpoints, the final validation metric, the log folder and
     the command that uses the result."""
     callback = trainer.checkpoint_callback
     best = getattr(callback, "best_model_path", "") or ""
     last = getattr(callback, "last_model_path", "") or ""
     monitor = getattr(callback, "monitor", None)
-    score = trainer.callback_metrics.get(monitor) if monitor else None
-    parts = [f"best checkpoint {best} ({monitor} {float(score):.4f})" if best and score is not None else ""]
+    score = getattr(callback, "best_model_score", None)  # the best checkpoint's, not the last validation's
+    parts = [
+        f"best checkpoint {best}" + (f" ({monitor} {float(score):.4f})" if score is not None else "")
+        if best
+        else ""
+    ]
     log_dir = trainer.logger.log_dir if trainer.logger is not None else None  # trainer.log_dir is collective
     parts += [f"last {last}" if last else "", f"logs in {log_dir}" if log_dir else ""]
     use = best or last
@@ -243,8 +247,7 @@ def run_summary(trainer, module: LightningModule, config_files) -> str:
     elif use and hasattr(module, "generate_text"):
         parts.append(f"next: lightning-llm generate --ckpt_path {use} (or make generate)")
     elif use:
-        config = f" --config {config_files[0]}" if config_files else ""
-        parts.append(f"next: lightning-llm predict{config} --ckpt_path {use} (or make predict)")
+        parts.append(f"next: make predict CKPT={use} (or lightning-llm predict with this run's flags)")
     return "Done: " + "; ".join(part for part in parts if part)
 
 
@@ -257,17 +260,6 @@ def config_file_args(argv: list[str]) -> list[str]:
         elif arg.startswith("--config="):
             kept.append(arg)
     return kept
-
-
-def check_module_class(hparams: dict, model_config, path: Path) -> None:
-    """Refuse a checkpoint of another LightningModule (a classifier handed to a language-model config)."""
-    saved = hparams.get("_class_path")
-    wanted = model_config.get("class_path") if model_config is not None else None
-    if saved and wanted and saved != wanted:
-        raise UserError(
-            f"checkpoint {path} holds a {saved.rsplit('.', 1)[-1]}, but this config trains a "
-            f"{wanted.rsplit('.', 1)[-1]}; pass a checkpoint written with this config"
-        )
 
 
 def check_same_tokenizer(checkpoint: dict, datamodule, path: str) -> None:
@@ -371,7 +363,8 @@ def resume_last_run(config, subcommand: str) -> None:
         )
     newest = found[-1]
     config["ckpt_path"] = str(newest)
-    init_args["version"] = newest.parent.parent.name
+    if subcommand == "fit":  # a resumed run logs on in its folder; evaluating one gets a folder of its own
+        init_args["version"] = newest.parent.parent.name
     print(f"{'Resuming from' if subcommand == 'fit' else 'Using checkpoint'} {newest}", file=sys.stderr)
 
 

@@ -89,6 +89,8 @@ class ConciseErrors:
 
 
 def help_hint(command: str, key: str | None) -> str:
+    if command not in (*LIGHTNING_COMMANDS, "generate", "consolidate"):
+        return "`lightning-llm --help` lists the commands"
     if command not in LIGHTNING_COMMANDS:
         return f"`lightning-llm {command} --help` lists every option"
     if key is not None and key.lstrip("-").startswith("trainer."):
@@ -123,6 +125,8 @@ def config_files(argv: list[str]) -> list[Path]:
 def check_config_files(argv: list[str]) -> None:
     """Each `--config` file exists and holds a YAML mapping; else one UserError naming the file and line."""
     for file in config_files(argv):
+        if not file.is_file() and not file.is_dir() and isinstance(inline_config(str(file)), dict):
+            continue  # jsonargparse also takes the YAML itself: --config '{trainer: {max_steps: 5}}'
         if not file.is_file():
             what = "is a folder" if file.is_dir() else "does not exist"
             raise UserError(f"config file {file} {what}; pass a YAML file such as configs/gpt-pycode.yaml")
@@ -140,6 +144,14 @@ def check_config_files(argv: list[str]) -> None:
             raise UserError(
                 f"config file {file} holds {held}, not a mapping of keys (trainer:, model:, data:)"
             )
+
+
+def inline_config(text: str) -> object:
+    """`text` read as YAML, or None when it is not YAML at all."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
 
 
 def wants_config_keys(argv: list[str]) -> bool:
@@ -170,7 +182,8 @@ def print_config_keys(argv: list[str]) -> None:
     check_config_files(argv)
     merged: dict = {}
     for file in config_files(argv):
-        merged = deep_merge(merged, yaml.safe_load(file.read_text(encoding="utf-8")))
+        text = file.read_text(encoding="utf-8") if file.is_file() else str(file)
+        merged = deep_merge(merged, yaml.safe_load(text))
     for key, class_path, init_args in configured_classes(merged):
         print(f"\n{key}: {class_path}")
         for option, text in class_keys(key, class_path, init_args):

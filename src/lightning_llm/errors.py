@@ -22,7 +22,7 @@ _FIXABLE_OS_ERRORS = {
     errno.ENOTDIR: "a file stands where a folder belongs: move it or choose another folder",
     errno.EISDIR: "a folder stands where a file belongs: move it or choose another name",
     errno.EEXIST: "a file stands where a folder belongs: move it or choose another folder",
-    errno.ENOENT: "no such file or folder, and it cannot be created there: choose another path",
+    errno.ENOENT: "no such file or folder: check the path",
 }
 
 
@@ -51,5 +51,5 @@ def exit_on_user_error() -> Iterator[None]:
         found = user_error_in(error)
         if found is None:
             raise
-        print(f"error: {found}", file=sys.stderr)
+        print(f"error: {' '.join(str(found).split())}", file=sys.stderr)  # one line, whatever the message
         raise SystemExit(2) from None

@@ -85,3 +85,19 @@ def quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+@contextmanager
+def pretrained_errors(option: str, name: str) -> Iterator[None]:
+    """transformers' failure to load `name` (a folder without weights, a broken config.json) as one UserError
+    naming the option."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if isinstance(error, UserError):
+            raise
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(
+            f"{option} {name!r} cannot be loaded ({reason}); pass a hub id, a folder written by "
+            "save_pretrained, or package:<module>"
+        ) from None

@@ -1,7 +1,8 @@
 """Training health: a NaN or infinite loss ends the run at once, naming the step, before anything is saved.
 
 The checks run before the run's checkpoint callbacks (Lightning runs those last, and the CLI puts this
-callback first), so every checkpoint a run writes holds finite weights with a finite validation loss.
+callback first), so a checkpoint written at a validation or an epoch end holds finite weights with a finite
+validation loss (one written every N training steps is checked for its loss only).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ class StopOnNonFiniteLoss(pl.Callback):
 
     def _stop(self, trainer: pl.Trainer, what: str) -> None:
         newest = newest_checkpoint(trainer)
-        fix = (
-            "resume from it with --trainer.gradient_clip_val 1.0, or start again with a lower model.learning_rate"
-            if newest
-            else "start again with a lower model.learning_rate or --trainer.gradient_clip_val 1.0"
-        )
+        clip = "" if getattr(trainer, "gradient_clip_val", None) else " or --trainer.gradient_clip_val 1.0"
+        fix = f"start again with a lower model.learning_rate{clip}"
+        if newest and clip:
+            fix = f"resume from it with --trainer.gradient_clip_val 1.0, or {fix}"
         kept = f"the newest checkpoint of this run, {newest}" if newest else "this run wrote no checkpoint"
         raise UserError(f"{what}; nothing was saved from then on, and {kept}: {fix}")
 

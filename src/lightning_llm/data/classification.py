@@ -21,7 +21,7 @@ from lightning_llm.data.labelled_text import TextTable, read_hub_split, read_tab
 from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.errors import UserError
-from lightning_llm.pretrained import resolve_pretrained
+from lightning_llm.pretrained import pretrained_errors, resolve_pretrained
 
 Split = Literal["train", "val", "test", "predict"]
 # Columns that identify a row in predictions when `id_column` is not given (SST-2 test: `index`, hub: `idx`).
@@ -317,7 +317,8 @@ class TextClassificationDataModule(LightningDataModule):
                 "no tokenizer given; set --model.init_args.pretrained (the CLI copies it) or --data.tokenizer."
             )
         # transformers v5 tokenizers are backed by the Rust `tokenizers` library (fast) by default.
-        return AutoTokenizer.from_pretrained(self._tokenizer_path)
+        with pretrained_errors("data.tokenizer", self.tokenizer_name):
+            return AutoTokenizer.from_pretrained(self._tokenizer_path, trust_remote_code=False)
 
     def _table(self, split: Split) -> TextTable:
         if split not in self._tables:

@@ -34,7 +34,7 @@ from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.errors import UserError
 from lightning_llm.lit.optim import check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
-from lightning_llm.pretrained import quiet_transformers, resolve_pretrained
+from lightning_llm.pretrained import pretrained_errors, quiet_transformers, resolve_pretrained
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Batch entries that identify rows; predictions carry them through so a writer can print them.
@@ -339,7 +339,7 @@ def _load_with_new_head(
     """The pretrained model with a fresh linear head, and the names of the weights it did not load."""
     from transformers import AutoModelForSequenceClassification
 
-    with quiet_transformers():
+    with quiet_transformers(), pretrained_errors("model.pretrained", pretrained):
         model, loading = AutoModelForSequenceClassification.from_pretrained(
             resolve_pretrained(pretrained),
             num_labels=num_labels,

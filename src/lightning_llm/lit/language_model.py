@@ -200,10 +200,11 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
     ) -> str:
         """Continue `prompt` with sampled text (prompt included).
 
-        The prompt's last token is sampled again among the tokens that start with its text (token
-        healing): BPE cuts "def " into "def" + " ", a pair that training text holds only before another
-        space (code is cut "def" + " name"), so the sample would go on with a second space. The healed
-        token takes the last one's place: the text still gains `max_new_tokens` tokens.
+        A prompt ending in whitespace has that last token sampled again among the tokens that start with
+        it (token healing): BPE cuts "def " into "def" + " ", a pair that training text holds only before
+        another space (code is cut "def" + " name"), so the sample would go on with a second space. The
+        healed token takes the last one's place: the text still gains `max_new_tokens` tokens. Prompts that
+        end in anything else (a word, a special token) and character tokenizers are left as they are.
         """
         if self.tokenizer is None:
             raise UserError(
@@ -229,10 +230,10 @@ def _heal_last_token(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """idx (1, T) with its last token sampled again among the tokens whose text starts with that token's."""
-    texts = _token_texts(tokenizer)
-    last = texts[int(idx[0, -1])]
-    if idx.size(1) < 2 or "\ufffd" in last:  # no context to sample from, or part of a character
+    last = tokenizer.decode([int(idx[0, -1])])
+    if idx.size(1) < 2 or not last or last.strip():  # only a trailing run of whitespace is healed
         return idx
+    texts = _token_texts(tokenizer)
     extending = [i for i, text in enumerate(texts) if text.startswith(last)]
     if len(extending) < 2:  # only the token itself: nothing to heal
         return idx

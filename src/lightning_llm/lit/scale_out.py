@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from lightning_llm.parallel import clip_gradients, parallelize
+from lightning_llm.parallel import clip_gradients, is_sharding_strategy, parallelize
+from lightning_llm.sharded_checkpoints import install_safe_sharded_reads
 
 
 class ScaleOutHooks(pl.LightningModule):
@@ -21,6 +22,8 @@ class ScaleOutHooks(pl.LightningModule):
         """
         if self._trainer is None:
             return
+        if is_sharding_strategy(self.trainer.strategy):  # it may read a sharded checkpoint next: no code runs
+            install_safe_sharded_reads()
         parallelize(
             self.model,
             self.device_mesh,

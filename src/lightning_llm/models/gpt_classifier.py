@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lightning_llm.checkpoint_files import read_checkpoint
+from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
 from lightning_llm.data.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.models.gpt import GPT, GPTConfig
@@ -140,14 +140,13 @@ def _last_real_token(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
 def _read_language_model(checkpoint: str | Path) -> dict[str, Any]:
     """The checkpoint of a GPT language model, or a UserError naming what it holds instead."""
     saved = read_checkpoint(checkpoint)
-    hparams = saved.get("hyper_parameters")
-    class_path = hparams.get("_class_path") if isinstance(hparams, dict) else None
-    if class_path != LANGUAGE_MODEL:
-        held = f"a {class_path}" if class_path else "no model description (hyper_parameters)"
-        raise UserError(
-            f"checkpoint {checkpoint} holds {held}, not a language model ({LANGUAGE_MODEL}); pass a checkpoint "
-            "written by `lightning-llm fit` with a GPT config"
-        )
+    hparams = model_description(saved, checkpoint)
+    require_class(
+        hparams,
+        LANGUAGE_MODEL,
+        checkpoint,
+        "pass a checkpoint written by `lightning-llm fit` with a GPT config",
+    )
     network = hparams.get("model")
     if not isinstance(network, dict) or not isinstance(network.get("init_args"), dict):
         raise UserError(
