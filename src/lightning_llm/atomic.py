@@ -32,13 +32,10 @@ def atomic_open(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[I
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if error.filename == str(temporary):  # the user knows the file they asked for, not our temp name
+        if isinstance(error, OSError) and error.filename == str(temporary):  # name the file the user asked for
             error.filename = str(path)
-        raise
-    except BaseException:
-        temporary.unlink(missing_ok=True)
         raise
 
 
