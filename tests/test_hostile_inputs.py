@@ -60,6 +60,15 @@ def workspace(tmp_path_factory) -> Path:
     saved = torch.load(last, weights_only=True)
     saved["hyper_parameters"]["model"]["class_path"] = "this.Nope"  # importing `this` prints: code would run
     torch.save(saved, root / "foreign-class.ckpt")
+    for name, edit_checkpoint in CHECKPOINT_EDITS.items():  # a good checkpoint with one field broken
+        broken = torch.load(last, weights_only=True)
+        edit_checkpoint(broken)
+        torch.save(broken, root / f"{name}.ckpt")
+    (root / "trainer-is-a-number.yaml").write_text("trainer: 5\n")
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]  # 9^6 values from six short lines
+    levels += [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcde", "bcdef", strict=True)]
+    (root / "alias-bomb.yaml").write_text("\n".join([*levels, "trainer: {plugins: *f}"]) + "\n")
+    (root / "key-twice.yaml").write_text("trainer:\n  max_steps: 3\n  max_steps: 9\n")
     (root / "config-only-model").mkdir()
     (root / "config-only-model" / "config.json").write_text('{"model_type": "bert"}')
     (root / "broken.yaml").write_text("trainer: [1,\n  2\nmodel: {")
@@ -70,6 +79,26 @@ def workspace(tmp_path_factory) -> Path:
     edited = (root / "corpus.txt").read_text().replace("fox", "cat").replace("dog", "owl")
     (root / "edited.txt").write_text(edited)
     return root
+
+
+def _weights(transform):
+    def edit(checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {name: transform(t) for name, t in checkpoint["state_dict"].items()}
+
+    return edit
+
+
+CHECKPOINT_EDITS = {
+    "garbage-tokenizer": lambda checkpoint: checkpoint.update(tokenizer="{not json"),
+    "nan-weights": _weights(lambda tensor: torch.full_like(tensor, float("nan"))),
+    "integer-weights": _weights(lambda tensor: tensor.long()),
+    "negative-layers": lambda checkpoint: checkpoint["hyper_parameters"]["model"]["init_args"].update(
+        n_layer=-1
+    ),
+    "extra-weight": lambda checkpoint: checkpoint["state_dict"].update({"bogus.extra": torch.zeros(1)}),
+    "short-tokenizer": lambda checkpoint: checkpoint.update(tokenizer='{"type": "char", "chars": "ab"}'),
+    "unknown-setting": lambda checkpoint: checkpoint["hyper_parameters"].update(not_a_setting=1),
+}
 
 
 class RunsCode:
@@ -84,6 +113,10 @@ class BadInput:
     name: str
     args: Callable[[], list[str]]
     says: tuple[str, ...]  # fragments the error line must hold: the thing, and the fix
+
+
+def generate_from(checkpoint: str) -> list[str]:
+    return ["generate", "--ckpt_path", checkpoint, "--max_new_tokens", "4"]
 
 
 def generate(*extra: str) -> list[str]:
@@ -129,6 +162,33 @@ CASES = [
         lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.pretrained", "config-only-model"],
         ("model.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
     ),
+    BadInput("garbage-tokenizer-in-ckpt", lambda: generate_from("garbage-tokenizer.ckpt"), ("saved tokenizer",)),
+    BadInput("nan-weights-to-generate", lambda: generate_from("nan-weights.ckpt"), ("NaN or infinite weights",)),
+    BadInput(
+        "nan-weights-to-validate",
+        lambda: ["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "nan-weights.ckpt"],
+        ("NaN or infinite weights", "earlier checkpoint"),
+    ),
+    BadInput(
+        "garbage-tokenizer-to-validate",
+        lambda: ["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "garbage-tokenizer.ckpt"],
+        ("saved tokenizer",),
+    ),
+    BadInput("extra-weight", lambda: generate_from("extra-weight.ckpt"), ("bogus.extra",)),
+    BadInput("tokenizer-of-another-model", lambda: generate_from("short-tokenizer.ckpt"), ("2 tokens",)),
+    BadInput(
+        "ckpt-with-an-unknown-setting",
+        lambda: ["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "unknown-setting.ckpt"],
+        ("unknown-setting.ckpt holds model settings this config cannot take", "not_a_setting"),
+    ),
+    BadInput("integer-weights", lambda: generate_from("integer-weights.ckpt"), ("torch.int64",)),
+    BadInput("settings-that-do-not-build", lambda: generate_from("negative-layers.ckpt"), ("n_layer is -1",)),
+    BadInput("predict-with-a-language-model", lambda: ["predict", *lm_fit(*BPE)[1:]], ("generate",)),
+    BadInput(
+        "new-run-into-a-used-log-folder",
+        lambda: lm_fit(*BPE, "--trainer.logger.init_args.version", "trained"),
+        ("holds another run's checkpoints", "--ckpt_path last"),
+    ),
     BadInput("last-without-a-logger", lambda: lm_fit("--trainer.logger", "false", "--ckpt_path", "last"), ("trainer.logger is off",)),
     # settings the checkpoint would silently replace, and a tokenizer that no longer matches
     BadInput(
@@ -154,6 +214,10 @@ CASES = [
     BadInput("dropout-one", lambda: lm_fit("--model.init_args.model.init_args.dropout", "1.0"), ("dropout",)),
     BadInput("block-size-zero", lambda: lm_fit("--data.block_size", "0"), ("data.block_size",)),
     BadInput("a-device-this-machine-lacks", lambda: lm_fit("--trainer.accelerator", "gpu"), ("trainer.accelerator",)),
+    BadInput("no-devices", lambda: lm_fit("--trainer.devices", "-3"), ("trainer.devices",)),
+    BadInput("unknown-strategy", lambda: lm_fit("--trainer.strategy", "nonsense"), ("nonsense",)),
+    BadInput("seed-out-of-range", lambda: lm_fit("--seed_everything", "99999999999999999999"), ("seed_everything",)),
+    BadInput("same-file-twice", lambda: lm_fit("--data.path", "[corpus.txt, corpus.txt]"), ("more than once",)),
     BadInput("negative-workers", lambda: lm_fit("--data.num_workers", "-1"), ("data.num_workers",)),
     BadInput("bpe-smaller-than-bytes", lambda: lm_fit(*BPE, "--data.bpe_vocab_size", "1"), ("data.bpe_vocab_size", "257")),
     BadInput("no-accumulation", lambda: lm_fit("--trainer.accumulate_grad_batches", "0"), ("trainer.accumulate_grad_batches",)),
@@ -174,6 +238,11 @@ CASES = [
     BadInput("yaml-list", lambda: ["fit", "--config", "list.yaml"], ("list.yaml", "not a mapping")),
     BadInput("yaml-empty", lambda: ["fit", "--config", "empty.yaml"], ("empty.yaml", "holds nothing")),
     BadInput("config-is-a-folder", lambda: ["fit", "--config", "plain-folder"], ("plain-folder", "is a folder")),
+    BadInput("trainer-not-a-mapping", lambda: lm_fit("--config", "trainer-is-a-number.yaml"), ("trainer is 5",)),
+    BadInput("yaml-alias-bomb", lambda: ["fit", "--config", "alias-bomb.yaml"], ("expands to more than",)),
+    BadInput("negative-min-steps", lambda: lm_fit("--trainer.min_steps", "-3"), ("trainer.min_steps",)),
+    BadInput("yaml-key-twice", lambda: ["fit", "--config", "key-twice.yaml"], ("'max_steps' is given twice",)),
+    BadInput("not-a-command", lambda: ["train", "--config", "key-twice.yaml"], ("'train' is not a command",)),
     BadInput("config-missing", lambda: ["fit", "--config", "nowhere.yaml"], ("nowhere.yaml", "does not exist")),
     # data paths that are not text files: a device would never end
     BadInput("device-as-corpus", lambda: lm_fit(corpus="/dev/zero"), ("/dev/zero", "not a regular file")),
@@ -189,6 +258,7 @@ CASES = [
     BadInput("no-samples", lambda: generate("--num_samples", "0"), ("--num_samples",)),
     BadInput("top-p-above-one", lambda: generate("--top_p", "1.5"), ("--top_p", "(0, 1]")),
     BadInput("negative-temperature", lambda: generate("--temperature", "-1"), ("--temperature",)),
+    BadInput("new-tokens-for-days", lambda: generate("--max_new_tokens", "100000000000"), ("--max_new_tokens",)),
     BadInput("top-k-zero", lambda: generate("--top_k", "0"), ("--top_k",)),
     BadInput("generate-on-a-missing-gpu", lambda: generate("--device", "cuda"), ("--device", "cpu")),
     BadInput("generate-on-no-device", lambda: generate("--device", "toaster"), ("toaster",)),

@@ -34,7 +34,9 @@ def atomic_open(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[I
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename == str(temporary):  # name the file the user asked for
+        if isinstance(error, OSError) and error.filename == str(
+            temporary
+        ):  # name the file the user asked for
             error.filename = str(path)
         raise
 

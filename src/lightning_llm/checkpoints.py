@@ -61,6 +61,15 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: s
                 f"checkpoint {ckpt_path} does not fit this model: {name} has shape {tuple(saved[name].shape)} "
                 f"in the checkpoint but {tuple(tensor.shape)} in the model; use the config it was trained with"
             )
+        if saved[name].dtype.is_floating_point != tensor.dtype.is_floating_point:
+            raise UserError(
+                f"checkpoint {ckpt_path} does not fit this model: {name} is {saved[name].dtype} in the checkpoint "
+                f"but {tensor.dtype} in the model; use a checkpoint written by `lightning-llm fit`"
+            )
+        if saved[name].dtype.is_floating_point and not bool(torch.isfinite(saved[name]).all()):
+            raise UserError(
+                f"checkpoint {ckpt_path} holds NaN or infinite weights ({name}); use an earlier checkpoint"
+            )
     extra = next((name for name in saved if name not in expected), None)
     if extra is not None:
         raise UserError(
@@ -71,14 +80,32 @@ def check_fits(checkpoint: dict[str, Any], module: torch.nn.Module, ckpt_path: s
 
 def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "cpu") -> ModuleT:
     """`cls.load_from_checkpoint` with a UserError for a missing, corrupt or foreign checkpoint."""
-    hparams = model_description(read_checkpoint(ckpt_path), ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = model_description(checkpoint, ckpt_path)
     require_class(hparams, cls.__name__, ckpt_path, "use a matching checkpoint")
     try:
-        return cls.load_from_checkpoint(
+        module = cls.load_from_checkpoint(
             Path(ckpt_path).expanduser(), map_location=map_location, weights_only=True
         )
     except RuntimeError as error:
-        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), None)
+        first = next(
+            (
+                line.strip()
+                for line in str(error).splitlines()
+                if any(w in line for w in ("size mismatch", "key(s)"))
+            ),
+            None,
+        )
         if first is None:
             raise
         raise UserError(f"checkpoint {ckpt_path} does not fit this model: {first}") from None
+    except ValueError as error:  # the model's own check of the settings the checkpoint carries
+        if isinstance(error, UserError):
+            raise
+        raise UserError(
+            f"checkpoint {ckpt_path} holds model settings that do not build a model: {error}"
+        ) from None
+    check_fits(
+        checkpoint, module, ckpt_path
+    )  # loading casts silently: an int or NaN weight would get through
+    return module

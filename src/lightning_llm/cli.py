@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -27,6 +28,7 @@ from lightning_llm.checkpoints import check_fits, use_atomic_checkpoints
 from lightning_llm.cli_help import (
     OVERVIEW,
     ConciseErrors,
+    check_command,
     check_config_files,
     print_config_keys,
     run_command,
@@ -114,11 +116,16 @@ class LLMCLI(LightningCLI):
         wanted = config.get("model.class_path") if config.get("model") is not None else None
         if wanted:
             require_class(hparams, wanted, path, "pass a checkpoint written with this config")
+        refuse_unknown_settings(hparams, path)
         hparams = {key: value for key, value in hparams.items() if key != "_instantiator"}
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         before = self.config.clone()
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        ConciseErrors.context = f"checkpoint {path} holds model settings this config cannot take: "
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        finally:
+            ConciseErrors.context = ""
         self.refuse_overridden_settings(before, subcommand, path)
 
     def refuse_overridden_settings(self, before: Namespace, subcommand: str, path: Path) -> None:
@@ -156,14 +163,26 @@ class LLMCLI(LightningCLI):
         files_only = self.parser.parse_args(config_file_args(self.argv), defaults=False).get(subcommand)
         return [key for key in keys if files_only is None or files_only.get(key) != typed.get(key)]
 
+    def _set_seed(self) -> None:
+        # Lightning seeds before any other hook: a seed numpy cannot take fails here, in one line
+        subcommand = self.config.get("subcommand")
+        seed = self.config.get(f"{subcommand}.seed_everything" if subcommand else "seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+            raise UserError(
+                f"seed_everything is {seed}: use a number from 0 to {2**32 - 1}, or true for a random one"
+            )
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is None:
             return
-        check_accelerator(config.get("trainer.accelerator"))
         check_trainer_values(config.get("trainer"))
+        check_accelerator(config.get("trainer.accelerator"))
         if self.subcommand is not None:
             self.refuse_typed_link_targets(self.subcommand)
+        if self.subcommand == "fit" and not config.get("ckpt_path"):
+            refuse_a_used_log_folder(config.get("trainer.logger"))
 
     def refuse_typed_link_targets(self, subcommand: str) -> None:
         """A model key the CLI fills from the data module (vocab_size, block_size, num_labels) cannot also be
@@ -185,6 +204,11 @@ class LLMCLI(LightningCLI):
             raise found from None
 
     def after_instantiate_classes(self) -> None:
+        if self.subcommand == "predict" and not overrides(self.datamodule, "predict_dataloader"):
+            raise UserError(
+                f"predict needs data to predict on, and {type(self.datamodule).__name__} has none; for a "
+                "language model use `lightning-llm generate --ckpt_path <file>`"
+            )
         use_atomic_checkpoints(self.trainer)
         callbacks = self.trainer.callbacks
         for index, callback in enumerate(callbacks):
@@ -205,6 +229,7 @@ class LLMCLI(LightningCLI):
         elif self.checkpoint is not None:  # a wrong checkpoint fails here with one sentence, not in Lightning
             check_fits(self.checkpoint, self.model, ckpt_path)
             check_same_tokenizer(self.checkpoint, self.datamodule, ckpt_path)
+            check_same_linked_values(self.checkpoint, self.model, ckpt_path)
 
     def _run_subcommand(self, subcommand: str) -> None:
         super()._run_subcommand(subcommand)
@@ -262,12 +287,48 @@ def config_file_args(argv: list[str]) -> list[str]:
     return kept
 
 
+def refuse_unknown_settings(hparams: dict, path: Path) -> None:
+    """Settings the checkpoint's module does not take would reach its constructor as keyword arguments."""
+    class_path = hparams.get("_class_path")
+    if not class_path:
+        return
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        accepted = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"checkpoint {path} holds a {class_path}, which does not exist here") from None
+    unknown = sorted(key for key in hparams if not key.startswith("_") and key not in accepted)
+    if unknown:
+        raise UserError(
+            f"checkpoint {path} holds model settings this config cannot take: {name} has no {', '.join(unknown)}; "
+            "use a checkpoint written by `lightning-llm fit`"
+        )
+
+
+def check_same_linked_values(checkpoint: dict, module: LightningModule, path: str) -> None:
+    """Refuse data whose linked facts (the class names) differ from the checkpoint's: the data would
+    silently relabel the classes the model learned."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    for source, target in _INSTANTIATE_LINKS:
+        key = target.removeprefix("model.init_args.")
+        now = module.hparams.get(key) if "." not in key else None
+        as_list = lambda v: list(v) if isinstance(v, list | tuple) else v  # noqa: E731 - YAML lists vs tuples
+        if now is not None and key in saved and as_list(saved[key]) != as_list(now):
+            raise UserError(
+                f"checkpoint {path} was trained with {key} {saved[key]}, but {source} gives {now}; use the "
+                "labels it was trained with (or no --data.labels), or a checkpoint trained on these"
+            )
+
+
 def check_same_tokenizer(checkpoint: dict, datamodule, path: str) -> None:
     """Refuse a language-model checkpoint whose tokenizer differs from the one the data module built: the
     token ids would mean other tokens, silently (a BPE trained on an edited corpus keeps its size)."""
     saved = checkpoint.get("tokenizer")
     built = getattr(datamodule, "tokenizer", None)
-    if not isinstance(saved, str) or built is None or json.loads(saved) == json.loads(built.to_json()):
+    if saved is None or built is None:
+        return
+    saved = tokenizer_from_json(saved).to_json()  # a UserError for anything we did not write
+    if json.loads(saved) == json.loads(built.to_json()):
         return
     raise UserError(
         f"checkpoint {path} was trained with another tokenizer ({describe_tokenizer(saved)}) than the one "
@@ -289,14 +350,28 @@ _TRAINER_MINIMUMS = {
     "gradient_clip_val": (0, "0 or more (null: no clipping)"),
     "max_epochs": (-1, "-1 (no limit) or more"),
     "max_steps": (-1, "-1 (no limit) or more"),
+    "min_steps": (0, "0 or more (null: none)"),
+    "min_epochs": (0, "0 or more (null: none)"),
     "log_every_n_steps": (1, "1 or more"),
     "num_sanity_val_steps": (-1, "-1 (all) or more"),
 }
 
 
+def overrides(datamodule, hook: str) -> bool:
+    """Whether the data module defines `hook` itself (Lightning's default raises when it is called)."""
+    return getattr(type(datamodule), hook, None) is not getattr(LightningDataModule, hook)
+
+
 def check_trainer_values(trainer) -> None:
     if trainer is None:
         return
+    if not hasattr(trainer, "get"):
+        raise UserError(f"trainer is {trainer!r}: in the config it must be a mapping of Trainer keys")
+    devices = trainer.get("devices")
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():  # the parser keeps "-3" as text
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1:
+        raise UserError(f"trainer.devices is {devices}: use 1 or more, -1 (all) or auto")
     for name, (minimum, wanted) in _TRAINER_MINIMUMS.items():
         value = trainer.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
@@ -336,10 +411,31 @@ def config_value_error(error: Exception) -> Exception:
         inner = cause.__cause__ or cause.__context__
         if isinstance(cause, MisconfigurationException):
             return UserError(f"{cause}; fix the trainer settings")
-        if inner is None and isinstance(cause, ValueError) and cause is not error:
+        if inner is None and isinstance(cause, ValueError):
             return UserError(f"{cause}; fix that value in the config or on the command line")
+        if isinstance(cause, MemoryError) or "can't allocate memory" in str(cause).split("\n", 1)[0]:
+            return UserError("the model or data does not fit in this machine's memory; choose smaller sizes")
         cause = inner
     return error
+
+
+def refuse_a_used_log_folder(logger) -> None:
+    """A new run named into a version folder that holds another run's checkpoints would mix them and replace
+    its config.yaml: refuse, unless the run resumes it (`--ckpt_path last`)."""
+    init_args = logger.get("init_args") if logger is not None and hasattr(logger, "get") else None
+    version = init_args.get("version") if init_args is not None else None
+    if version is None:
+        return  # Lightning picks the next free version_N
+    folder = (
+        Path(init_args.get("save_dir") or ".")
+        / (init_args.get("name") or "")
+        / (version if isinstance(version, str) else f"version_{version}")
+    )
+    if any((folder / "checkpoints").glob("*.ckpt")):
+        raise UserError(
+            f"the log folder {folder} holds another run's checkpoints; resume it with --ckpt_path last, or "
+            "give this run another trainer.logger.init_args.version"
+        )
 
 
 def resume_last_run(config, subcommand: str) -> None:
@@ -406,6 +502,7 @@ def main(args: list[str] | None = None) -> None:
         for name in HELP_MODULES:
             importlib.import_module(name)
     with exit_on_user_error():
+        check_command(argv[0])
         check_config_files(argv)
         build_cli(args if args is None else argv)
 

@@ -19,6 +19,7 @@ from jsonargparse import ArgumentParser, auto_cli
 from lightning_llm.errors import UserError, exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = (*LIGHTNING_COMMANDS, "generate", "consolidate")
 OVERVIEW = """usage: lightning-llm COMMAND [options]
 
 Commands:
@@ -79,17 +80,19 @@ class ConciseErrors:
 
     command = "fit"  # the subcommand being parsed and its arguments, for the hints (set by `cli.main`)
     argv: list[str] = []
+    context = ""  # what is being parsed when it is not what the user typed (a checkpoint's settings)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         key = unknown_key(message)
         suggestion = closest_key(key, self, self.argv) if key else None  # type: ignore[arg-type]
         near = f"; did you mean {suggestion}?" if suggestion else ""
-        print(f"error: {concise_error(message)}{near} ({help_hint(self.command, key)})", file=sys.stderr)
+        hint = help_hint(self.command, key)
+        print(f"error: {self.context}{concise_error(message)}{near} ({hint})", file=sys.stderr)
         raise SystemExit(2)
 
 
 def help_hint(command: str, key: str | None) -> str:
-    if command not in (*LIGHTNING_COMMANDS, "generate", "consolidate"):
+    if command not in COMMANDS:
         return "`lightning-llm --help` lists the commands"
     if command not in LIGHTNING_COMMANDS:
         return f"`lightning-llm {command} --help` lists every option"
@@ -122,6 +125,50 @@ def config_files(argv: list[str]) -> list[Path]:
     return [Path(file) for file in files]
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+MAX_CONFIG_NODES = 100_000  # a real config has hundreds; aliases nested a few deep make billions
+
+
+def too_many_nodes(value: object) -> bool:
+    """Whether walking `value`, each alias expanded as a copy would expand it, passes MAX_CONFIG_NODES."""
+    pending, count = [value], 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def check_command(word: str) -> None:
+    """A UserError, with the closest command, unless `word` is one of ours (or an option for the parser)."""
+    if word in COMMANDS or word.startswith("-"):
+        return
+    near = difflib.get_close_matches(word, COMMANDS, n=1)
+    raise UserError(
+        f"{word!r} is not a command{f'; did you mean {near[0]}?' if near else ''} (commands: "
+        f"{', '.join(COMMANDS)}; `lightning-llm --help` says what each does)"
+    )
+
+
 def check_config_files(argv: list[str]) -> None:
     """Each `--config` file exists and holds a YAML mapping; else one UserError naming the file and line."""
     for file in config_files(argv):
@@ -131,7 +178,7 @@ def check_config_files(argv: list[str]) -> None:
             what = "is a folder" if file.is_dir() else "does not exist"
             raise UserError(f"config file {file} {what}; pass a YAML file such as configs/gpt-pycode.yaml")
         try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+            loaded = yaml.load(file.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -139,6 +186,11 @@ def check_config_files(argv: list[str]) -> None:
             raise UserError(f"config file {file}{where}: {problem}; fix the YAML there") from None
         except UnicodeDecodeError:
             raise UserError(f"config file {file} is not UTF-8 text; save it as UTF-8") from None
+        if too_many_nodes(loaded):
+            raise UserError(
+                f"config file {file} expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases?); "
+                "write the values out"
+            )
         if not isinstance(loaded, dict) or not loaded:
             held = "nothing" if not loaded else f"a {type(loaded).__name__}"
             raise UserError(

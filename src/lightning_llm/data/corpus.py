@@ -102,6 +102,13 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
             raise UserError(
                 f"data path {pattern} does not exist; check data.path (a file, glob or directory)"
             )
+    seen: dict[Path, Path] = {}
+    for file in files:  # a list naming a file twice, or a glob through a symlink loop, would repeat its text
+        first = seen.setdefault(file.resolve(), file)
+        if first is not file:
+            raise UserError(
+                f"data.path names {file.resolve()} more than once ({first}, {file}); name each file once"
+            )
     return files
 
 

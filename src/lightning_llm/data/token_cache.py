@@ -59,6 +59,10 @@ def build_or_load(corpus, cache_dir: str | Path, tokenizer_kind: str, vocab_size
         cached = _load(directory)
         if cached is not None:
             return cached
+        print(
+            f"the token cache {directory} is incomplete or damaged: encoding the corpus again",
+            file=sys.stderr,
+        )
     directory.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(directory / ".lock"):  # a second run building the same entry waits, then loads it
         cached = _load(directory) if (directory / "meta.json").is_file() else None

@@ -232,11 +232,21 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokeniz
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:
-    """Rebuild a tokenizer saved by `to_json` (either kind)."""
-    data = json.loads(text)
-    if data.get("type") == "char":
-        return CharTokenizer(data["chars"])
-    return BPETokenizer.from_json(text)
+    """Rebuild a tokenizer saved by `to_json` (either kind); anything else is a UserError."""
+    try:
+        data = json.loads(text)
+        if data.get("type") == "char":
+            return CharTokenizer(data["chars"])
+        if data.get("model", {}).get("type") != "BPE":
+            raise ValueError("neither a character nor a byte-level BPE tokenizer")
+        return BPETokenizer.from_json(text)
+    except Exception as error:  # json, the tokenizers library and bad field types all fail differently
+        if isinstance(error, UserError):
+            raise
+        raise UserError(
+            f"the saved tokenizer is not one this project writes ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:120]}); use a checkpoint or cache written by `lightning-llm fit`"
+        ) from None
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -87,6 +87,10 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
             raise UserError(f"num_labels must be 1 (regression) or more (got {num_labels}).")
         if label_names is not None and len(label_names) != num_labels:
             raise UserError(f"label_names {label_names} must have num_labels={num_labels} entries.")
+        if frozen_layers and freeze != "lower_layers":
+            raise UserError(
+                "model.frozen_layers counts the layers `freeze: lower_layers` keeps; set that freeze mode."
+            )
         if freeze == "none" and unfreeze_at_epoch is not None:
             raise UserError("unfreeze_at_epoch needs something frozen; set freeze: backbone or lower_layers.")
         check_adamw_settings(learning_rate, weight_decay)

@@ -106,6 +106,13 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "tokenizer" in checkpoint:
             self.tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
+            # the CLI links the model's vocabulary to the tokenizer's: any other size came from elsewhere
+            vocab = getattr(getattr(self.model, "config", self.model), "vocab_size", None)
+            if vocab is not None and vocab != self.tokenizer.vocab_size:
+                raise UserError(
+                    f"the checkpoint's tokenizer has {self.tokenizer.vocab_size} tokens but its model "
+                    f"{vocab}: they were not trained together; use a checkpoint written by `lightning-llm fit`"
+                )
 
     # --- training ---
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

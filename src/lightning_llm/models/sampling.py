@@ -23,12 +23,16 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
+# Beyond this a sample takes hours on a CPU: a typo (an extra zero or three), not a request.
+MAX_NEW_TOKENS = 100_000
+
+
 def check_sampling_options(
     max_new_tokens: int, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> None:
     """Raise a ValueError naming the first option sampling cannot use (rather than sampling something else)."""
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens is {max_new_tokens}: it must be 0 or more")
+    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens is {max_new_tokens}: it must be between 0 and {MAX_NEW_TOKENS:,}")
     if not 0.0 <= temperature < math.inf:
         raise ValueError(f"temperature is {temperature}: it must be 0 (greedy) or a positive number")
     if top_k is not None and top_k < 1:
