@@ -6,7 +6,7 @@ a script that is missing is skipped with a note, one that fails or runs over is 
 The tables and the machine description also go to `bench/results/summary.md`.
 
     python bench/run_all.py           # quick (`make bench`)
-    python bench/run_all.py --full    # the README's figures (`make bench-full`), tens of minutes
+    python bench/run_all.py --full    # the figures in docs/benchmarks.md (`make bench-full`), tens of minutes
 """
 
 from __future__ import annotations
