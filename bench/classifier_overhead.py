@@ -100,7 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--full", action="store_true", help="more steps and repeats: the figures in docs/benchmarks.md")
+    parser.add_argument(
+        "--full", action="store_true", help="more steps and repeats: the figures in docs/benchmarks.md"
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default 20, --full 200)")
     parser.add_argument("--warmup", type=int, help="untimed first steps (default 4, --full 10)")
     parser.add_argument("--repeats", type=int, help="runs of each variant, alternating (default 2, --full 3)")
