@@ -26,7 +26,7 @@ class StopOnNonFiniteLoss(pl.Callback):
             self._stop(trainer, f"the training loss became {loss.item()} at step {trainer.global_step}")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":  # evaluating alone trains and saves nothing
             return
         for name, value in trainer.callback_metrics.items():
             if name.startswith("val") and not math.isfinite(float(value)):
