@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_llm.data.corpus import FileCorpus
 from lightning_llm.data.language_modeling import LanguageModelingDataModule
+from lightning_llm.data.token_cache import build_or_load
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches
 from lightning_llm.errors import UserError
 
@@ -108,8 +110,8 @@ def test_hub_dataset_is_read_through_the_datasets_package(monkeypatch):
     assert dm.vocab_size > 10
     assert calls == [("wikitext", "raw", "train")]
     assert dm.tokenizer.decode(dm.cache.tokens[:24].tolist()) == "line 0 of a hub corpus\nl"
-    with pytest.raises(UserError, match="no column 'body'"):
-        LanguageModelingDataModule(hf_dataset="wikitext", hf_text_column="body", cache_dir="cache").vocab_size  # noqa: B018
+    with pytest.raises(UserError, match=r"no column .body. \(it has .text., .id.\); set --data\.text_column"):
+        LanguageModelingDataModule(hf_dataset="wikitext", text_column="body", cache_dir="cache").vocab_size  # noqa: B018
 
 
 def test_hub_dataset_without_the_extra_names_the_install(monkeypatch):
@@ -118,3 +120,100 @@ def test_hub_dataset_without_the_extra_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
     with pytest.raises(UserError, match=r"lightning-llm\[hub\]"):
         LanguageModelingDataModule(hf_dataset="wikitext", cache_dir="cache").vocab_size  # noqa: B018
+
+
+# --- one column of a table as pretraining text ---
+REVIEWS = [f"review number {i} says the film is {'good' if i % 2 else 'dull'} ." for i in range(60)]
+
+
+def write_reviews_tsv(path, header="sentence\tlabel", rows=None):
+    rows = [f"{text} \t{i % 2}" for i, text in enumerate(REVIEWS)] if rows is None else rows
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def corpus_text(files, column="sentence") -> str:
+    return "".join(FileCorpus(files, text_column=column).texts())
+
+
+def test_a_table_gives_only_its_text_column_one_row_per_line(tmp_path):
+    tsv = write_reviews_tsv(tmp_path / "train.tsv")
+    dm = make_dm(tsv, text_column="sentence")
+    text = dm.tokenizer.decode(dm.cache.tokens.tolist())
+    # each sentence on its line (SST-2 keeps a trailing space), then the blank line that ends every file
+    assert text == "".join(f"{review} \n" for review in REVIEWS) + "\n"
+    assert "sentence" not in text and "label" not in text and "\t" not in text  # no header, no labels
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_tables_mix_with_text_files_in_list_order(tmp_path, tiny_corpus, suffix):
+    table = tmp_path / f"reviews{suffix}"
+    if suffix == ".csv":
+        table.write_text('id,sentence\n1,"a film, with a comma"\n2,plain words\n', encoding="utf-8")
+    else:
+        table.write_text('{"id": 1, "sentence": "a film, with a comma"}\n\n{"sentence": "plain words"}\n')
+    text = corpus_text([tiny_corpus, table])
+    assert text == tiny_corpus.read_text() + "\n" + "a film, with a comma\nplain words\n" + "\n"
+    dm = LanguageModelingDataModule(
+        path=[str(table), str(tiny_corpus)],
+        text_column="sentence",
+        block_size=16,
+        batch_size=4,
+        cache_dir="cache",
+    )
+    assert dm.tokenizer.decode(dm.cache.tokens[:33].tolist()) == "a film, with a comma\nplain words\n"
+
+
+def test_a_missing_column_is_one_error_naming_the_file_the_columns_and_the_option(tmp_path, tiny_corpus):
+    tsv = write_reviews_tsv(tmp_path / "train.tsv")
+    with pytest.raises(UserError) as raised:
+        LanguageModelingDataModule(path=[str(tiny_corpus), str(tsv)], cache_dir="cache").vocab_size  # noqa: B018
+    assert str(raised.value) == (
+        f"{tsv} has no column 'text' (it has 'sentence', 'label'); set --data.text_column to one of those."
+    )
+
+
+def test_the_fingerprint_follows_the_column_of_tables_only(tmp_path, tiny_corpus):
+    tsv = write_reviews_tsv(tmp_path / "train.tsv")
+    assert (
+        FileCorpus([tsv], text_column="sentence").fingerprint()
+        != FileCorpus([tsv], text_column="label").fingerprint()
+    )
+    # a corpus without tables keeps the cache key it had before tables were read by column
+    assert FileCorpus([tiny_corpus], text_column="a").fingerprint() == FileCorpus([tiny_corpus]).fingerprint()
+    by_sentence = build_or_load(FileCorpus([tsv], text_column="sentence"), "cache", "char", 0)
+    by_label = build_or_load(FileCorpus([tsv], text_column="label"), "cache", "char", 0)
+    assert by_sentence.directory != by_label.directory and len(by_label.tokens) == 2 * len(REVIEWS) + 1
+
+
+def not_utf8(path):
+    path.write_bytes("sentence\tlabel\ngood\t1\nun film très charmant\t1\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    "name, write, message",
+    [
+        ("empty.tsv", lambda p: p.write_text(""), r"table .*empty\.tsv is empty \(no header, no rows\)"),
+        ("header.tsv", lambda p: p.write_text("sentence\tlabel\n"), r"header\.tsv has a header but no rows"),
+        (
+            "blank.tsv",
+            lambda p: p.write_text("sentence\tlabel\n \t1\n\t0\n"),
+            r"column 'sentence' of .*blank\.tsv holds no text in its 2 row\(s\).*--data\.text_column",
+        ),
+        (
+            "short.tsv",
+            lambda p: p.write_text("label\tsentence\n1\tgood\n0\n"),
+            r"short\.tsv line 3 has no value in column 'sentence'",
+        ),
+        ("latin1.tsv", not_utf8, r"latin1\.tsv line 3 is not valid UTF-8.*re-save it as UTF-8"),
+        (
+            "numbers.jsonl",
+            lambda p: p.write_text('{"sentence": "good"}\n{"sentence": 3}\n'),
+            r"numbers\.jsonl line 2 holds int 3 in column 'sentence', not text.*--data\.text_column",
+        ),
+    ],
+)
+def test_a_table_without_usable_text_is_one_error_naming_it(tmp_path, name, write, message):
+    write(tmp_path / name)
+    with pytest.raises(UserError, match=message):
+        corpus_text([tmp_path / name])

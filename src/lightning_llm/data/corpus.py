@@ -1,7 +1,8 @@
 """Where pretraining text comes from: files, globs, directories, the Python standard library, or the HF hub.
 
-A `Corpus` yields its text in chunks of about `chunk_chars` characters cut at line ends, so nothing
-ever holds the whole corpus in memory, and gives a fingerprint of its content for cache keys.
+A `Corpus` yields its text in chunks of about `chunk_chars` characters cut at line ends, so no plain text
+file is ever held whole in memory, and gives a fingerprint of its content for cache keys. A table (TSV, CSV
+or JSONL) gives only one column's values, one row per line, and is read whole by `read_table`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from lightning_llm.data.labelled_text import SUFFIXES as TABLE_SUFFIXES
+from lightning_llm.data.labelled_text import read_table
 from lightning_llm.data.text_encoding import binary_file_error, detect_encoding
 from lightning_llm.errors import UserError
 
@@ -118,20 +121,71 @@ def not_a_text_file(path: Path) -> UserError:
     )
 
 
+def is_table(file: Path) -> bool:
+    """A TSV, CSV or JSONL file: the corpus takes one column of it, not its whole text."""
+    return file.suffix.lower() in TABLE_SUFFIXES
+
+
+def table_texts(file: Path, column: str) -> list[str]:
+    """The values of `column` in the table `file`, one per row; every way it can hold no usable text is one
+    `UserError` naming the file (and the line, for one bad row) and the fix."""
+    table = read_table(file)  # an encoding that does not decode is its error, naming the line
+    if not table.columns and not table.rows:
+        raise UserError(
+            f"the table {file} is empty (no header, no rows); give it a header with a {column!r} column "
+            "and rows of text, or remove it from data.path"
+        )
+    table.require_column(column, "text_column")  # names the columns it has and --data.text_column
+    if not table.rows:
+        raise UserError(
+            f"the table {file} has a header but no rows; add rows of text or remove it from data.path"
+        )
+    texts = table.values(column, "text_column")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):  # JSONL: a number, a list or an object is not text
+            raise UserError(
+                f"{table.where(index)} holds {type(text).__name__} {json_preview(text)} in column {column!r}, "
+                "not text; write it as a string or set --data.text_column to the column that holds the text"
+            )
+    if not any(text.strip() for text in texts):
+        raise UserError(
+            f"column {column!r} of {file} holds no text in its {len(texts)} row(s) (only empty values); "
+            "set --data.text_column to the column that holds the text"
+        )
+    return texts
+
+
+def json_preview(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class FileCorpus:
     """Text files read in order, each in the encoding its byte-order mark names (UTF-8 without one);
-    bytes that do not decode are replaced (U+FFFD), counted and reported; a binary file is refused."""
+    bytes that do not decode are replaced (U+FFFD), counted and reported; a binary file is refused.
 
-    def __init__(self, files: Sequence[Path], chunk_chars: int = 1 << 20) -> None:
+    A table file (`.tsv`, `.csv`, `.jsonl`) contributes only the values of `text_column`, one row per line
+    (its header, labels and other columns are left out); tables are strict UTF-8 (a byte that does not
+    decode is an error naming the line), as the classification data reads them.
+    """
+
+    def __init__(self, files: Sequence[Path], chunk_chars: int = 1 << 20, text_column: str = "text") -> None:
         self.files = list(files)
         self.chunk_chars = chunk_chars
+        self.text_column = text_column
         self.replaced_bytes = 0
 
     def describe(self) -> str:
-        return f"{len(self.files)} file(s), {sum(f.stat().st_size for f in self.files) / 1e6:.1f} MB"
+        size = f"{len(self.files)} file(s), {sum(f.stat().st_size for f in self.files) / 1e6:.1f} MB"
+        return size + (f", column {self.text_column!r} of the tables" if self._tables() else "")
+
+    def _tables(self) -> list[Path]:
+        return [file for file in self.files if is_table(file)]
 
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=16)
+        if self._tables():  # the column chosen is part of the text; a corpus without tables keeps its old key
+            digest.update(f"\0text_column={self.text_column}\0".encode())
         for file in self.files:
             digest.update(f"\0{file.stat().st_size}\0".encode())
             with open(file, "rb") as handle:
@@ -142,12 +196,21 @@ class FileCorpus:
     def texts(self) -> Iterator[str]:
         """Chunks of text; files are joined with a newline so one file's last line never runs into the next."""
         self.replaced_bytes = 0
-        # Every file's encoding first: a binary file in a folder is refused before any tokenizer work.
-        encodings = [detect_encoding(file, CORPUS_FILE_FIX) for file in self.files]
+        # Every file checked first: a binary file in a folder, or a table without the column, is refused
+        # before any tokenizer work. Tables are read whole here, so they must fit in memory.
+        encodings = {
+            file: detect_encoding(file, CORPUS_FILE_FIX) for file in self.files if not is_table(file)
+        }
+        tables = {file: table_texts(file, self.text_column) for file in self._tables()}
         empty = True
-        for file, encoding in zip(self.files, encodings, strict=True):
-            for chunk in self._file_chunks(file, encoding):
-                self.replaced_bytes += chunk.count("\ufffd")
+        for file in self.files:
+            table = file in tables
+            chunks = (
+                self._table_chunks(tables.pop(file)) if table else self._file_chunks(file, encodings[file])
+            )
+            for chunk in chunks:
+                if not table:  # a table that does not decode is an error, so a U+FFFD there is the text's own
+                    self.replaced_bytes += chunk.count("\ufffd")
                 empty = empty and not chunk.strip()
                 yield chunk
             yield "\n"
@@ -159,6 +222,19 @@ class FileCorpus:
                 f"{self.replaced_bytes} byte(s) that are not UTF-8 were replaced by U+FFFD while reading the corpus",
                 stacklevel=2,
             )
+
+    def _table_chunks(self, texts: list[str]) -> Iterator[str]:
+        """A table's texts, each ending a line, in chunks of about `chunk_chars` (like a text file's)."""
+        chunk: list[str] = []
+        size = 0
+        for text in texts:
+            chunk.append(text + "\n")
+            size += len(text) + 1
+            if size >= self.chunk_chars:
+                yield "".join(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield "".join(chunk)
 
     def _file_chunks(self, file: Path, encoding: str) -> Iterator[str]:
         """One file decoded incrementally, in chunks of about `chunk_chars` that end at a line end."""
@@ -184,20 +260,28 @@ class HubCorpus:
         self.dataset = datasets.load_dataset(name, config, split=split)
         if text_column not in self.dataset.column_names:
             raise UserError(
-                f"dataset {name} has no column {text_column!r} (it has {self.dataset.column_names}); "
-                "set data.hf_text_column"
+                f"dataset {name} has no column {text_column!r} (it has {', '.join(map(repr, self.dataset.column_names))}); "
+                "set --data.text_column to one of those"
             )
         self.text_column = text_column
 
     def describe(self) -> str:
-        return f"{self.name} ({len(self.dataset)} rows)"
+        return f"{self.name} ({len(self.dataset)} rows, column {self.text_column!r})"
 
     def fingerprint(self) -> str:
-        return (
+        content = (
             getattr(self.dataset, "_fingerprint", None)
             or hashlib.blake2b("".join(self.texts()).encode(), digest_size=16).hexdigest()
         )
+        # the dataset's fingerprint covers every column: the one read must change the key too
+        return hashlib.blake2b(f"{content}\0{self.text_column}".encode(), digest_size=16).hexdigest()
 
     def texts(self) -> Iterator[str]:
-        for row in self.dataset:
-            yield row[self.text_column] + "\n"
+        for index, row in enumerate(self.dataset):
+            text = row[self.text_column]
+            if not isinstance(text, str):
+                raise UserError(
+                    f"dataset {self.name} row {index} holds {type(text).__name__} {json_preview(text)} in column "
+                    f"{self.text_column!r}, not text; set --data.text_column to the column that holds the text"
+                )
+            yield text + "\n"

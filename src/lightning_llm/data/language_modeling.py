@@ -25,6 +25,10 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             standard-library sources, a real code corpus present on every machine, without its tests and
             generated tables (the encodings package's table codecs such as cp1252.py and mac_roman.py,
             pydoc_data/topics.py, _sysconfigdata_*.py, stringprep.py, re/_casefix.py, html/entities.py).
+            A table (.tsv, .csv, .jsonl) contributes only its `text_column`, one row per line; other files
+            their whole text.
+        text_column: The column holding the text, in table files (.tsv, .csv, .jsonl) of `path` and in
+            the hub dataset; the other columns (labels, ids) and the header are left out.
         tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
         bpe_vocab_size: Vocabulary size of the BPE tokenizer.
         block_size: Context length of each training window; the model's block size is linked to it.
@@ -39,12 +43,12 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         hf_dataset: A Hugging Face hub dataset to read instead of `path` (needs the `hub` extra).
         hf_config: The dataset's configuration name, if it has several.
         hf_split: The split to read.
-        hf_text_column: The column holding the text.
     """
 
     def __init__(
         self,
         path: str | list[str] = STDLIB,
+        text_column: str = "text",
         tokenizer: str = "char",
         bpe_vocab_size: int = 4096,
         block_size: int = 256,
@@ -58,7 +62,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         hf_split: str = "train",
-        hf_text_column: str = "text",
     ) -> None:
         super().__init__()
         if tokenizer not in ("char", "bpe"):
@@ -94,15 +97,20 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.seed = seed
         self.num_workers = num_workers
-        self.hf = (hf_dataset, hf_config, hf_split, hf_text_column)
+        self.text_column = text_column
+        self.hf = (hf_dataset, hf_config, hf_split)
         self._cache: TokenCache | None = None
 
     # --- the corpus, prepared on first use (the CLI reads vocab_size right after __init__) ---
     @property
     def cache(self) -> TokenCache:
         if self._cache is None:
-            name, config, split, column = self.hf
-            corpus = HubCorpus(name, config, split, column) if name else FileCorpus(resolve_files(self.path))
+            name, config, split = self.hf
+            corpus = (
+                HubCorpus(name, config, split, self.text_column)
+                if name
+                else FileCorpus(resolve_files(self.path), text_column=self.text_column)
+            )
             self._cache = build_or_load(corpus, self.cache_dir, self.tokenizer_kind, self.bpe_vocab_size)
             self._check_fits()
         return self._cache
