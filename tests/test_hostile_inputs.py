@@ -159,7 +159,7 @@ CASES = [
     ),
     BadInput(
         "pretrained-folder-without-weights",
-        lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.pretrained", "config-only-model"],
+        lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.backbone.init_args.pretrained", "config-only-model"],
         ("model.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
     ),
     BadInput("garbage-tokenizer-in-ckpt", lambda: generate_from("garbage-tokenizer.ckpt"), ("saved tokenizer",)),

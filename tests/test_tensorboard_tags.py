@@ -56,7 +56,7 @@ def logs(tmp_path_factory, tiny_bert) -> Path:
     classifier_args = [
         "--config",
         str(CONFIGS / "minilm-sst2.yaml"),
-        "--model.init_args.pretrained",
+        "--model.init_args.backbone.init_args.pretrained",
         str(tiny_bert),
     ]
     classifier_args += ["--data.data_dir", str(write_sst_like(root / "sst")), "--data.batch_size", "8"]
@@ -100,7 +100,8 @@ def test_event_files_hold_every_tag_and_the_hyperparameters(logs):
     assert not any(tag.startswith("lr-") for tag in classifier.Tags()["scalars"])  # train/lr replaces them
     assert "val/confusion_matrix" in classifier.Tags()["images"]
     params = hparams_of(logs / CLASSIFIER_RUN)
-    assert params["freeze"] == "none" and params["batch_size"] == 8 and params["num_labels"] == 2
+    assert params["freeze"] == "none" and params["batch_size"] == 8 and params["backbone.num_labels"] == 2
+    assert params["backbone"] == "lightning_llm.models.hf_encoder.HFEncoderClassifier"
 
 
 def free_port() -> int:

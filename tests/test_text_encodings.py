@@ -16,6 +16,7 @@ from lightning_llm.data.corpus import FileCorpus
 from lightning_llm.data.labelled_text import read_table
 from lightning_llm.data.text_encoding import detect_encoding
 from lightning_llm.errors import UserError
+from lightning_llm.models.hf_encoder import HFTextEncoder
 
 TEXT = "Ünïcödé line one — naïve café\nsecond line: 東京, emoji 🙂\n" * 50
 
@@ -111,7 +112,9 @@ def test_tables_in_other_encodings_name_the_file_and_the_fix(tmp_path, suffix, c
 
 
 def data_module(folder: Path, tokenizer: Path, **kwargs) -> TextClassificationDataModule:
-    return TextClassificationDataModule(data_dir=str(folder), tokenizer=str(tokenizer), **kwargs)
+    data = TextClassificationDataModule(data_dir=str(folder), **kwargs)
+    data.tokenizer = HFTextEncoder(str(tokenizer))
+    return data
 
 
 def test_labels_that_differ_only_by_surrounding_whitespace_are_one_class(tmp_path, tiny_bert):

@@ -20,6 +20,7 @@ from lightning_llm.checkpoints import load_module
 from lightning_llm.cli import main
 from lightning_llm.consolidate import consolidate
 from lightning_llm.lit.classifier import SequenceClassifier
+from lightning_llm.models.hf_encoder import HFEncoderClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "configs").glob("*.yaml"))
@@ -149,7 +150,7 @@ def test_classifier_trains_sharded_under_fsdp2_on_two_cpu_processes(sst_like_dir
     merged = consolidate(str(sharded), "classifier.ckpt", optimizer=False)
     # 72 training rows, batch 4 per rank: each of the 2 ranks reads its own half, 9 steps an epoch
     assert torch.load(merged, weights_only=True)["global_step"] == 9
-    plain = SequenceClassifier(str(tiny_bert), num_labels=2)
+    plain = SequenceClassifier(HFEncoderClassifier(str(tiny_bert), num_labels=2))
     plain.load_state_dict(torch.load(merged, weights_only=True)["state_dict"], strict=True)
     loaded = load_module(SequenceClassifier, merged)
     batch = {"input_ids": torch.tensor([[2, 5, 11, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}

@@ -46,7 +46,7 @@ _INSTANTIATE_LINKS = (
     ("data.block_size", "model.init_args.model.init_args.block_size"),  # GPT
     ("data.vocab_size", "model.init_args.model.init_args.ntoken"),  # TransformerLM
     ("data.block_size", "model.init_args.model.init_args.max_len"),  # TransformerLM
-    ("data.num_labels", "model.init_args.num_labels"),  # SequenceClassifier
+    ("data.num_labels", "model.init_args.backbone.init_args.num_labels"),  # SequenceClassifier
     ("data.label_names", "model.init_args.label_names"),  # SequenceClassifier
 )
 # Imported for `--model.help NAME` / `--data.help NAME`, which find classes by short name among those loaded.
@@ -57,8 +57,6 @@ HELP_MODULES = (
     "lightning_llm.data.classification",
     "lightning_llm.models",
 )
-# The classifier's tokenizer is the one that belongs to its pretrained weights.
-_PARSE_LINKS = (("model.init_args.pretrained", "data.init_args.tokenizer"),)
 
 
 # Lightning's advertisement for its cloud logger on every run: noise, not news about the run.
@@ -239,8 +237,6 @@ class LLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in _INSTANTIATE_LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
-        for source, target in _PARSE_LINKS:
-            parser.link_arguments(source, target, apply_on="parse")
         parser.set_defaults(
             {
                 "trainer.logger": {

@@ -1,99 +1,31 @@
 """Labelled texts (single sentences or sentence pairs) for fine-tuning a sequence classifier.
 
-Sources are local TSV / CSV / JSONL files under `data_dir` (GLUE's TSV included) or a Hugging Face hub
-dataset. Each split is tokenised once, batches are padded to their longest text, and an optional
-length-grouped sampler puts texts of similar length together so that padding nearly vanishes.
+Each split's source is a TSV / CSV / JSONL file under `data_dir` (GLUE's TSV included) or a Hugging Face
+dataset split (`hub:...`). Each split is tokenised once with the tokenizer of the model's backbone, batches
+are padded to their longest text, and an optional length-grouped sampler puts texts of similar length
+together so that padding nearly vanishes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lightning_llm.data.labelled_text import TextTable, read_hub_split, read_table
+from lightning_llm.data.labelled_text import TextTable, read_source
 from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
+from lightning_llm.data.text_batches import PadToLongest, TokenizedTexts
 from lightning_llm.errors import UserError
-from lightning_llm.pretrained import pretrained_errors, resolve_pretrained
+from lightning_llm.models.text_encoding import TextEncoder
 
 Split = Literal["train", "val", "test", "predict"]
 # Columns that identify a row in predictions when `id_column` is not given (SST-2 test: `index`, hub: `idx`).
 ID_COLUMNS = ("index", "idx", "id")
-
-
-class TokenizedTexts(Dataset):
-    """Token ids of one split, with labels (absent for unlabelled data) and, for prediction, each text's
-    position in the input (`row`), its id and the text itself, so that predictions can be written in
-    input order whatever order the batches come in."""
-
-    def __init__(
-        self,
-        input_ids: list[list[int]],
-        token_type_ids: list[list[int]] | None = None,
-        labels: Sequence[int | float] | None = None,
-        row_ids: list[str] | None = None,
-        texts: list[str] | None = None,
-    ) -> None:
-        self.input_ids = input_ids
-        self.token_type_ids = token_type_ids
-        self.labels = labels
-        self.row_ids = row_ids
-        self.texts = texts
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"input_ids": self.input_ids[index]}
-        if self.token_type_ids is not None:
-            item["token_type_ids"] = self.token_type_ids[index]
-        if self.labels is not None:
-            item["labels"] = self.labels[index]
-        if self.row_ids is not None:
-            item["row"] = index
-            item["id"] = self.row_ids[index]
-        if self.texts is not None:
-            item["text"] = self.texts[index]
-        return item
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens per text, for grouping by length."""
-        return [len(ids) for ids in self.input_ids]
-
-
-class PadToLongest:
-    """Collate items into tensors padded to the longest text of the batch; rows, ids and texts stay lists."""
-
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        longest = max(len(item["input_ids"]) for item in items)
-        input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
-        for row, item in enumerate(items):
-            input_ids[row, : len(item["input_ids"])] = torch.as_tensor(item["input_ids"])
-            attention_mask[row, : len(item["input_ids"])] = 1
-        batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in items[0]:
-            token_type_ids = torch.zeros((len(items), longest), dtype=torch.long)
-            for row, item in enumerate(items):
-                token_type_ids[row, : len(item["token_type_ids"])] = torch.as_tensor(item["token_type_ids"])
-            batch["token_type_ids"] = token_type_ids
-        if "labels" in items[0]:
-            batch["labels"] = torch.tensor([item["labels"] for item in items])
-        for key in ("row", "id", "text"):
-            if key in items[0]:
-                batch[key] = [item[key] for item in items]
-        return batch
 
 
 class TextClassificationDataModule(LightningDataModule):
@@ -102,47 +34,41 @@ class TextClassificationDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data/sst2",
-        train_file: str = "train.tsv",
-        val_file: str = "dev.tsv",
-        test_file: str | None = None,
-        predict_file: str | None = "test.tsv",
+        train: str = "train.tsv",
+        val: str = "dev.tsv",
+        test: str | None = None,
+        predict: str | None = "test.tsv",
         text_column: str = "sentence",
         text_pair_column: str | None = None,
         label_column: str = "label",
         id_column: str | None = None,
         labels: list[str] | None = None,
         task: Literal["classification", "regression"] = "classification",
-        tokenizer: str | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         group_by_length: bool = False,
         num_workers: int = 0,
-        hub_dataset: str | None = None,
-        hub_config: str | None = None,
-        train_split: str = "train",
-        val_split: str = "validation",
-        test_split: str | None = None,
-        predict_split: str | None = "test",
     ) -> None:
         """
         Args:
-            data_dir: Folder holding the files below (ignored with `hub_dataset`).
-            train_file: Training file in `data_dir`; the format follows the extension (.tsv, .csv, .jsonl).
-            val_file: Validation file in `data_dir`.
-            test_file: Labelled test file in `data_dir` for `lightning-llm test`, if any.
-            predict_file: Unlabelled file in `data_dir` for `lightning-llm predict` (its labels are ignored).
+            data_dir: Folder holding the split files named below.
+            train: Training data: a file in `data_dir` whose format follows its extension (.tsv, .csv,
+                .jsonl), or a Hugging Face dataset split, `hub:<dataset>[:<config>]:<split>` (e.g.
+                `hub:glue:sst2:train`; needs the `datasets` package).
+            val: Validation data, likewise.
+            test: Labelled test data for `lightning-llm test`, if any.
+            predict: Unlabelled data for `lightning-llm predict` (labels in it are ignored).
             text_column: Column with the text (the first sentence of a pair).
             text_pair_column: Column with the second sentence, for sentence-pair tasks (e.g. MRPC, MNLI).
             label_column: Column with the label (a class name, or a number for regression).
             id_column: Column copied into predictions to identify rows; by default `index`, `idx` or `id`
-                when the predict file has one, else the row number.
+                when the predict data has one, else the row number.
             labels: The label set in class-id order; a label outside it is an error. By default the
                 sorted distinct labels of the training split.
             task: `classification` (one label per text) or `regression` (one number per text).
-            tokenizer: Tokenizer to load (hub id, folder or `package:<module>`); the CLI copies the
-                model's `pretrained` here.
-            max_length: Longer texts are truncated to this many tokens (counted and reported per split).
+            max_length: Longer texts are truncated to this many tokens (counted and reported per split);
+                by default the longest input the backbone reads (its position limit).
             batch_size: Texts per training batch.
             eval_batch_size: Texts per validation / test / predict batch (default: `batch_size`).
             group_by_length: Batch texts of similar length together (shuffled in chunks), so batches carry
@@ -150,18 +76,16 @@ class TextClassificationDataModule(LightningDataModule):
                 written in input order).
             num_workers: DataLoader worker processes (texts are tokenised up front, so 0 is usually best;
                 a run resumed mid-epoch continues exactly with 0 workers on one device).
-            hub_dataset: Hugging Face dataset name (e.g. `glue`), read instead of local files; needs the
-                `datasets` package.
-            hub_config: The dataset's configuration (e.g. `sst2`).
-            train_split: Hub split for training.
-            val_split: Hub split for validation.
-            test_split: Hub split for `lightning-llm test`, if any.
-            predict_split: Hub split for `lightning-llm predict`.
+
+        The tokenizer is the model's: `setup` takes the backbone's from the trainer's module (or set
+        `datamodule.tokenizer` yourself before using the loaders).
         """
         super().__init__()
         self.save_hyperparameters()
-        if max_length < 2:
-            raise UserError(f"max_length must be at least 2 (got {max_length}); it counts [CLS] and [SEP].")
+        if max_length is not None and max_length < 2:
+            raise UserError(
+                f"data.max_length is {max_length}: it must be at least 2 (or null: the backbone's limit)"
+            )
         if num_workers < 0:
             raise UserError(
                 f"data.num_workers is {num_workers}: it must be 0 (load in the main process) or more"
@@ -173,26 +97,19 @@ class TextClassificationDataModule(LightningDataModule):
         if labels is not None and len(set(labels)) != len(labels):
             raise UserError(f"labels {labels} contain duplicates; list each class once.")
         self.data_dir = data_dir
-        self.sources: dict[Split, str | None] = {
-            "train": train_split if hub_dataset else train_file,
-            "val": val_split if hub_dataset else val_file,
-            "test": test_split if hub_dataset else test_file,
-            "predict": predict_split if hub_dataset else predict_file,
-        }
+        self.sources: dict[Split, str | None] = {"train": train, "val": val, "test": test, "predict": predict}
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.label_column = label_column
         self.id_column = id_column
         self.declared_labels = labels
         self.task = task
-        self.tokenizer_name = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.group_by_length = group_by_length
         self.num_workers = num_workers
-        self.hub_dataset = hub_dataset
-        self.hub_config = hub_config
+        self.tokenizer: TextEncoder | None = None
         self.datasets: dict[Split, TokenizedTexts] = {}
         self._tables: dict[Split, TextTable] = {}
 
@@ -221,14 +138,13 @@ class TextClassificationDataModule(LightningDataModule):
     @property
     def num_labels(self) -> int:
         """Number of model outputs: classes, or 1 for regression."""
-        # The CLI reads this right after building the data module and before the model: resolving the
-        # tokenizer (= the model's `pretrained`) here turns a wrong path into one error line, not a traceback.
-        _ = self._tokenizer_path
         return len(self.label_names)
 
     # Lightning hooks.
 
     def setup(self, stage: str) -> None:
+        if self.tokenizer is None and self.trainer is not None:
+            self.tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None)
         splits: dict[str, tuple[Split, ...]] = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -260,7 +176,7 @@ class TextClassificationDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            collate_fn=PadToLongest(self._tokenizer.pad_token_id or 0),
+            collate_fn=PadToLongest(self._encoder.pad_token_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -297,39 +213,40 @@ class TextClassificationDataModule(LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            collate_fn=PadToLongest(self._tokenizer.pad_token_id or 0),
+            collate_fn=PadToLongest(self._encoder.pad_token_id),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=loader_generator(),
             **kwargs,
         )
 
-    @cached_property
-    def _tokenizer_path(self) -> str | None:
-        return None if self.tokenizer_name is None else resolve_pretrained(self.tokenizer_name)
-
-    @cached_property
-    def _tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        if self._tokenizer_path is None:
+    @property
+    def _encoder(self) -> TextEncoder:
+        if self.tokenizer is None:
             raise UserError(
-                "no tokenizer given; set --model.init_args.pretrained (the CLI copies it) or --data.tokenizer."
+                "the classification data has no tokenizer: it uses the model's backbone's, taken when the "
+                "Trainer sets it up (outside a Trainer, set datamodule.tokenizer = module.tokenizer)"
             )
-        # transformers v5 tokenizers are backed by the Rust `tokenizers` library (fast) by default.
-        with pretrained_errors("data.tokenizer", self.tokenizer_name):
-            return AutoTokenizer.from_pretrained(self._tokenizer_path, trust_remote_code=False)
+        return self.tokenizer
+
+    @cached_property
+    def _max_length(self) -> int:
+        limit = self._encoder.max_length
+        if self.max_length is None:
+            return limit
+        if self.max_length > limit:
+            raise UserError(
+                f"data.max_length is {self.max_length} but the backbone reads at most {limit} tokens (its "
+                f"position limit); set --data.max_length {limit} or less, or leave it out to use {limit}"
+            )
+        return self.max_length
 
     def _table(self, split: Split) -> TextTable:
         if split not in self._tables:
             source = self.sources[split]
             if source is None:
-                option = f"{split}_split" if self.hub_dataset else f"{split}_file"
-                raise UserError(f"no {split} data configured; set --data.{option}.")
-            if self.hub_dataset:
-                table = read_hub_split(self.hub_dataset, self.hub_config, source)
-            else:
-                table = read_table(Path(self.data_dir).expanduser() / source)
+                raise UserError(f"no {split} data configured; set --data.{split}.")
+            table = read_source(source, self.data_dir)
             if len(table) == 0:
                 raise UserError(f"{table.source} has no rows; give a {split} file with at least one text.")
             self._tables[split] = table
@@ -341,31 +258,17 @@ class TextClassificationDataModule(LightningDataModule):
         pairs = None
         if self.text_pair_column is not None:
             pairs = [str(text) for text in table.values(self.text_pair_column, "text_pair_column")]
-        encoded = self._tokenizer(texts, pairs, truncation=False, return_attention_mask=False)
-        input_ids = encoded["input_ids"]
-        token_type_ids = encoded.get("token_type_ids") if pairs is not None else None
-        # Tokenise without truncation first, so that the texts which lose tokens can be counted.
-        too_long = [index for index, ids in enumerate(input_ids) if len(ids) > self.max_length]
-        if too_long:
-            shortened = self._tokenizer(
-                [texts[index] for index in too_long],
-                [pairs[index] for index in too_long] if pairs is not None else None,
-                truncation=True,
-                max_length=self.max_length,
-                return_attention_mask=False,
-            )
-            for position, index in enumerate(too_long):
-                input_ids[index] = shortened["input_ids"][position]
-                if token_type_ids is not None:
-                    token_type_ids[index] = shortened["token_type_ids"][position]
-        tokens = sum(len(ids) for ids in input_ids)
+        encoded = self._encoder.encode(texts, pairs, self._max_length)
+        tokens = sum(len(ids) for ids in encoded.input_ids)
         rank_zero_info(
             f"{table.source}: {len(texts):,} texts, {tokens / len(texts):.1f} tokens on average, "
-            f"{len(too_long):,} truncated to max_length {self.max_length}"
+            f"{encoded.truncated:,} truncated to max_length {self._max_length}"
         )
         if split == "predict":
-            return TokenizedTexts(input_ids, token_type_ids, row_ids=self._row_ids(table), texts=texts)
-        return TokenizedTexts(input_ids, token_type_ids, labels=self._label_ids(table))
+            return TokenizedTexts(
+                encoded.input_ids, encoded.token_type_ids, row_ids=self._row_ids(table), texts=texts
+            )
+        return TokenizedTexts(encoded.input_ids, encoded.token_type_ids, labels=self._label_ids(table))
 
     def _label_ids(self, table: TextTable) -> list[int] | list[float]:
         if self.task == "regression":

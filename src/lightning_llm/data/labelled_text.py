@@ -20,6 +20,7 @@ from lightning_llm.data.text_encoding import open_text
 from lightning_llm.errors import UserError
 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
+HUB_PREFIX = "hub:"
 TABLE_FILE_FIX = "re-save it as UTF-8 (in a spreadsheet or editor: Save As, encoding UTF-8)."
 
 
@@ -60,6 +61,21 @@ class TextTable:
                 )
             values.append(value)
         return values
+
+
+def read_source(source: str, data_dir: str | Path) -> TextTable:
+    """Read one split's source: a file under `data_dir` (or an absolute path), or a Hugging Face dataset split
+    written `hub:<dataset>:<split>` or `hub:<dataset>:<config>:<split>` (e.g. `hub:glue:sst2:validation`)."""
+    if not source.startswith(HUB_PREFIX):
+        return read_table(Path(data_dir).expanduser() / Path(source).expanduser())
+    parts = source[len(HUB_PREFIX) :].split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UserError(
+            f"hub source {source!r} must be hub:<dataset>:<split> or hub:<dataset>:<config>:<split>, "
+            "e.g. hub:glue:sst2:validation"
+        )
+    dataset, *config, split = parts
+    return read_hub_split(dataset, config[0] if config else None, split)
 
 
 def read_table(path: Path) -> TextTable:

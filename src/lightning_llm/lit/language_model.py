@@ -10,22 +10,17 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from lightning_llm.callbacks.text_samples import TextSamples
 from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
-from lightning_llm.lit.optim import check_adamw_settings
+from lightning_llm.lit.hparams import built_by_cli
+from lightning_llm.lit.optim import adamw_groups, check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
 from lightning_llm.models.sampling import filter_logits
 from lightning_llm.parallel import is_sharded
-
-
-def built_by_cli() -> bool:
-    """True inside LightningCLI's instantiation, whose hparams describe injected modules as class_path configs."""
-    return _given_hyperparameters.get() is not None
 
 
 def _drop_unaccepted_init_args(model_hparams: Any, model_class: type) -> None:
@@ -89,6 +84,10 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         self.example_input_array = torch.zeros(1, block_size, dtype=torch.long) if block_size else None
         self._eval_loss_sum = torch.zeros(2)  # (sum of token losses, token count) over an evaluation
         self.tokenizer: Tokenizer | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        return self.model
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -174,10 +173,7 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        groups = adamw_groups(params, hp.weight_decay)
         device_type = next(self.model.parameters()).device.type
         fused = device_type in ("cuda", "cpu") and all(p.is_floating_point() for p in params)
         optimizer = torch.optim.AdamW(

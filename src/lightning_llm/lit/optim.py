@@ -1,9 +1,13 @@
-"""Checks of the optimizer settings both LightningModules share, so a bad value fails before training."""
+"""What both LightningModules share about AdamW: the checks of its settings (a bad value fails before training)
+and its parameter groups."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import nn
 
 from lightning_llm.errors import UserError
 
@@ -40,3 +44,13 @@ def check_adamw_settings(
     for name, (value, bad, wanted) in problems.items():
         if bad:
             raise UserError(f"model.{name} is {value}: it must be {wanted}")
+
+
+def adamw_groups(parameters: Iterable[nn.Parameter], weight_decay: float, **settings: Any) -> list[dict]:
+    """Two AdamW parameter groups: matrices and embeddings (dim >= 2) decay; biases and norm weights (the 1-D
+    parameters, which decay would only shrink) do not. `settings` (e.g. `lr`) go into both groups."""
+    parameters = list(parameters)
+    return [
+        {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay, **settings},
+        {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0, **settings},
+    ]

@@ -10,8 +10,13 @@ from lightning_llm.sharded_checkpoints import install_safe_sharded_reads
 
 
 class ScaleOutHooks(pl.LightningModule):
-    """Mix in before `pl.LightningModule`; the module keeps its network in `self.model` and its
-    `compile` / `activation_checkpointing` choices in its hparams."""
+    """Mix in before `pl.LightningModule`; the module names its network in the `network` property and keeps
+    its `compile` / `activation_checkpointing` choices in its hparams."""
+
+    @property
+    def network(self):
+        """The module's network, the one that is checkpointed per block, compiled and sharded."""
+        raise NotImplementedError
 
     def configure_model(self) -> None:
         """Per-block activation checkpointing, then compile, then FSDP2 sharding (`parallel.parallelize`).
@@ -25,7 +30,7 @@ class ScaleOutHooks(pl.LightningModule):
         if is_sharding_strategy(self.trainer.strategy):  # it may read a sharded checkpoint next: no code runs
             install_safe_sharded_reads()
         parallelize(
-            self.model,
+            self.network,
             self.device_mesh,
             compile=self.hparams.get("compile", False),
             activation_checkpointing=self.hparams.get("activation_checkpointing", False),

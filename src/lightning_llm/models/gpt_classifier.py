@@ -8,6 +8,7 @@ logits it gets alone. The language-model head is dropped: it predicts tokens, no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lightning_llm.checkpoint_files import model_description, read_checkpoint, r
 from lightning_llm.data.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.models.gpt import GPT, GPTConfig
+from lightning_llm.models.text_encoding import EncodedTexts
 
 LANGUAGE_MODEL = "lightning_llm.lit.language_model.LanguageModel"
 GPT_CLASS_PATHS = ("lightning_llm.models.GPT", "lightning_llm.models.gpt.GPT")
@@ -49,15 +51,28 @@ class GPTClassifier(nn.Module):
         self.config: GPTConfig = gpt.config
         # Only the transformer is kept: lm_head predicts tokens, not labels; tied to wte, it held no other weights.
         self.transformer = gpt.transformer
-        self.tokenizer: Tokenizer = tokenizer_from_json(saved["tokenizer"])
-        self.pad_token_id = _pad_token_id(self.tokenizer)
+        self.tokenizer = GPTTextEncoder(tokenizer_from_json(saved["tokenizer"]), self.config.block_size)
+        self.pad_token_id = self.tokenizer.pad_token_id
         self.num_labels = num_labels
         self.dropout = nn.Dropout(classifier_dropout)
         self.head = nn.Linear(self.config.n_embd, num_labels)
+        nn.init.normal_(self.head.weight, std=self.config.init_std)
+        nn.init.zeros_(self.head.bias)
+        self.new_weights = ["head.weight", "head.bias"]
 
     @property
     def block_size(self) -> int:
         return self.config.block_size
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The GPT blocks, for freezing, sharding, compiling and activation checkpointing per block."""
+        return self.transformer.h
+
+    @property
+    def lora_targets(self) -> list[str]:
+        """The attention projections LoRA adapts by default: the fused query/key/value projection."""
+        return ["c_attn"]
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The GPT's final hidden states (B, T, n_embd) after `ln_f`: what its lm_head would read."""
@@ -73,9 +88,17 @@ class GPTClassifier(nn.Module):
             x = block(x)  # (B, T, C)
         return self.transformer.ln_f(x)  # (B, T, C)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, num_labels) for token ids (B, T) padded on the right, with attention_mask (B, T) of 1 for
-        real tokens and 0 for padding (None: every token is real)."""
+        real tokens and 0 for padding (None: every token is real). A GPT has no segment ids: token_type_ids
+        must be None (sentence pairs are joined into one text by its tokenizer)."""
+        if token_type_ids is not None:
+            raise ValueError("a GPT backbone takes no token_type_ids: its tokenizer joins sentence pairs")
         hidden = self.hidden_states(input_ids)  # (B, T, C)
         last = _last_real_token(input_ids, attention_mask)  # (B,)
         pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
@@ -109,6 +132,36 @@ class GPTClassifier(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """The new head's parameters: they always train."""
         return list(self.head.parameters())
+
+
+class GPTTextEncoder:
+    """The pretrained checkpoint's char or BPE tokenizer, as the data module's `TextEncoder`.
+
+    A sentence pair becomes one text, the two joined by a line break; no special tokens are added (the GPT
+    was pretrained on plain text). Texts longer than `max_length` keep their first tokens.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, block_size: int) -> None:
+        self.text_tokenizer = tokenizer
+        self.pad_token_id = _pad_token_id(tokenizer)
+        self.max_length = block_size
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> EncodedTexts:
+        joined = (
+            list(texts)
+            if pairs is None
+            else [f"{text}\n{pair}" for text, pair in zip(texts, pairs, strict=True)]
+        )
+        encode_many = getattr(self.text_tokenizer, "encode_many", None)
+        encoded = (
+            encode_many(joined) if encode_many else [self.text_tokenizer.encode(text) for text in joined]
+        )
+        input_ids = [ids.tolist() for ids in encoded]
+        empty = next((index for index, ids in enumerate(input_ids) if not ids), None)
+        if empty is not None:
+            raise UserError(f"text {empty} is empty: a GPT classifier reads at least one token per text")
+        truncated = sum(len(ids) > max_length for ids in input_ids)
+        return EncodedTexts([ids[:max_length] for ids in input_ids], None, truncated)
 
 
 def _last_real_token(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
