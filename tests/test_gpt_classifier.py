@@ -1,42 +1,25 @@
 """GPTClassifier: a GPT pretrained by `lightning-llm fit`, pooled at the last real token, with a new head."""
 
+# Fixtures imported from gpt_fixtures come back as test parameters of the same name, by design.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from lm_helpers import tiny_lm_overrides, write_tiny_corpus
+from gpt_fixtures import gpt_checkpoints as checkpoints  # noqa: F401
 
 from lightning_llm.checkpoints import load_module
-from lightning_llm.cli import main
 from lightning_llm.errors import UserError
 from lightning_llm.lit.language_model import LanguageModel
 from lightning_llm.models.gpt_classifier import GPTClassifier
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gpt-shakespeare-char.yaml"
 TEXTS = ["the fox", "a lazy dog", "seven kings 3."]  # distinct lengths in characters and in BPE tokens
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """A two-step `fit` checkpoint of a 2-block GPT per tokenizer kind, shared by the module's tests."""
-    folder = tmp_path_factory.mktemp("gpt_classifier")
-    corpus = write_tiny_corpus(folder / "corpus.txt")
-    made = {}
-    with contextlib.chdir(folder):
-        for kind in ("char", "bpe"):
-            args = ["fit", "--config", str(CONFIG), *tiny_lm_overrides(corpus), "--trainer.max_steps", "2"]
-            args += ["--model.init_args.model.init_args.n_layer", "2", "--data.tokenizer", kind]
-            args += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.version", kind]
-            main(args)
-            made[kind] = folder / "logs" / "gpt-shakespeare-char" / kind / "checkpoints" / "last.ckpt"
-    return made
 
 
 def padded_batch(classifier: GPTClassifier) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
