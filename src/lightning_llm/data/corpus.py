@@ -132,8 +132,8 @@ def table_texts(file: Path, column: str) -> list[str]:
     table = read_table(file)  # an encoding that does not decode is its error, naming the line
     if not table.columns and not table.rows:
         raise UserError(
-            f"the table {file} is empty (no header, no rows); give it a header with a {column!r} column "
-            "and rows of text, or remove it from data.path"
+            f"the table {file} is empty (no header, no rows); give it a {column!r} column and rows of text, "
+            "or remove it from data.path"
         )
     table.require_column(column, "text_column")  # names the columns it has and --data.text_column
     if not table.rows:
@@ -144,7 +144,7 @@ def table_texts(file: Path, column: str) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):  # JSONL: a number, a list or an object is not text
             raise UserError(
-                f"{table.where(index)} holds {type(text).__name__} {json_preview(text)} in column {column!r}, "
+                f"{table.where(index)} holds {type(text).__name__} {short_repr(text)} in column {column!r}, "
                 "not text; write it as a string or set --data.text_column to the column that holds the text"
             )
     if not any(text.strip() for text in texts):
@@ -155,7 +155,7 @@ def table_texts(file: Path, column: str) -> list[str]:
     return texts
 
 
-def json_preview(value: object, limit: int = 40) -> str:
+def short_repr(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -281,7 +281,7 @@ class HubCorpus:
             text = row[self.text_column]
             if not isinstance(text, str):
                 raise UserError(
-                    f"dataset {self.name} row {index} holds {type(text).__name__} {json_preview(text)} in column "
+                    f"dataset {self.name} row {index} holds {type(text).__name__} {short_repr(text)} in column "
                     f"{self.text_column!r}, not text; set --data.text_column to the column that holds the text"
                 )
             yield text + "\n"
