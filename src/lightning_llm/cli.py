@@ -26,6 +26,7 @@ from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
 from lightning_llm.checkpoints import check_fits, use_atomic_checkpoints
 from lightning_llm.cli_help import (
+    OUR_COMMANDS,
     OVERVIEW,
     ConciseErrors,
     check_command,
@@ -489,7 +490,7 @@ def main(args: list[str] | None = None) -> None:
     if wants_config_keys(argv):
         with exit_on_user_error():
             return print_config_keys(argv)
-    if argv[0] in ("generate", "consolidate"):  # ours: each is the function of the same name
+    if argv[0] in OUR_COMMANDS:  # ours: each is the function of the same name
         module = importlib.import_module(f"lightning_llm.{argv[0]}")
         return run_command(getattr(module, argv[0]), argv[1:])
     if any(

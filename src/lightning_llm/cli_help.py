@@ -19,7 +19,8 @@ from jsonargparse import ArgumentParser, auto_cli
 from lightning_llm.errors import UserError, exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = (*LIGHTNING_COMMANDS, "generate", "consolidate")
+OUR_COMMANDS = ("generate", "consolidate", "export")  # each is the function of the same name in its module
+COMMANDS = (*LIGHTNING_COMMANDS, *OUR_COMMANDS)
 OVERVIEW = """usage: lightning-llm COMMAND [options]
 
 Commands:
@@ -29,11 +30,12 @@ Commands:
   predict      Write predictions for unlabelled data: predict --config ... --ckpt_path <file or last>
   generate     Sample text from a language-model checkpoint: generate --ckpt_path <file> --prompt "def "
   consolidate  Merge a sharded (FSDP) checkpoint folder into one file: consolidate <folder>
+  export       A fine-tuned classifier as a Hugging Face folder: export --ckpt_path <file> --output_dir <folder>
 
 Help on the keys:
   lightning-llm fit --config <experiment>.yaml --help   the model and data keys of that config, with defaults
   lightning-llm fit --help                              every trainer key
-  lightning-llm generate --help                         generate's options (likewise consolidate)
+  lightning-llm generate --help                         generate's options (likewise consolidate, export)
 """
 # The lines of a jsonargparse error that name the mistake; the rest repeats the whole config back.
 _TELLING = re.compile(

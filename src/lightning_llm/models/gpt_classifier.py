@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -38,9 +38,17 @@ class GPTClassifier(nn.Module):
             become the backbone's.
         num_labels: Number of classes (1 for regression): the width of the new head.
         classifier_dropout: Dropout on the pooled hidden state, before the new head.
+        weights: `pretrained` loads the checkpoint's weights; `random` keeps only its architecture and tokenizer
+            and starts from a fresh initialisation: the baseline that shows what pretraining is worth.
     """
 
-    def __init__(self, checkpoint: str, num_labels: int = 2, classifier_dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        num_labels: int = 2,
+        classifier_dropout: float = 0.1,
+        weights: Literal["pretrained", "random"] = "pretrained",
+    ) -> None:
         super().__init__()
         if num_labels < 1:
             raise UserError(f"num_labels is {num_labels}: it must be 1 (regression) or more classes")
@@ -48,6 +56,10 @@ class GPTClassifier(nn.Module):
             raise UserError(f"classifier_dropout is {classifier_dropout}: it must be in [0, 1)")
         saved = _read_language_model(checkpoint)
         gpt = _load_gpt(saved, checkpoint)
+        if weights == "random":
+            gpt.reset_parameters()
+        elif weights != "pretrained":
+            raise UserError(f"weights is {weights!r}: use 'pretrained' or 'random'")
         self.config: GPTConfig = gpt.config
         # Only the transformer is kept: lm_head predicts tokens, not labels; tied to wte, it held no other weights.
         self.transformer = gpt.transformer
@@ -58,7 +70,7 @@ class GPTClassifier(nn.Module):
         self.head = nn.Linear(self.config.n_embd, num_labels)
         nn.init.normal_(self.head.weight, std=self.config.init_std)
         nn.init.zeros_(self.head.bias)
-        self.new_weights = ["head.weight", "head.bias"]
+        self.new_weights = ["head.weight", "head.bias"] if weights == "pretrained" else ["every weight"]
 
     @property
     def block_size(self) -> int:
