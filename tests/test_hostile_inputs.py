@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bert_fixtures import write_sst_like
 from cli_runner import changed_files, error_line, run_cli, snapshot
 from lm_helpers import SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM_CONFIG = REPO / "configs" / "minilm-sst2.yaml"
+GPT_FINETUNE_CONFIG = REPO / "configs" / "gpt-sst2-finetune.yaml"
 LAST = "logs/gpt-shakespeare-char/trained/checkpoints/last.ckpt"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -28,11 +30,18 @@ def lm_fit(*extra: str, corpus: str = "corpus.txt") -> list[str]:
     return ["fit", "--config", str(SHAKESPEARE_CONFIG), *tiny_lm_overrides(Path(corpus)), *QUIET, *extra]
 
 
+def gpt_finetune(*extra: str, backbone: str = LAST) -> list[str]:
+    """Fine-tune the workspace's tiny GPT (block size 16) on its SST-2-like folder."""
+    args = ["fit", "--config", str(GPT_FINETUNE_CONFIG), "--data.data_dir", "sst", "--data.max_length", "16"]
+    return [*args, "--model.init_args.backbone.init_args.checkpoint", backbone, *QUIET, *extra]
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A folder with a corpus, a 2-step GPT checkpoint (BPE) and the broken files the cases hand over."""
     root = tmp_path_factory.mktemp("hostile")
     write_tiny_corpus(root / "corpus.txt")
+    write_sst_like(root / "sst")
     trained = run_cli(
         lm_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--data.tokenizer", "bpe")
         + ["--trainer.logger.init_args.version", "trained"],
@@ -160,7 +169,7 @@ CASES = [
     BadInput(
         "pretrained-folder-without-weights",
         lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.backbone.init_args.pretrained", "config-only-model"],
-        ("model.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
+        ("backbone.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
     ),
     BadInput("garbage-tokenizer-in-ckpt", lambda: generate_from("garbage-tokenizer.ckpt"), ("saved tokenizer",)),
     BadInput("nan-weights-to-generate", lambda: generate_from("nan-weights.ckpt"), ("NaN or infinite weights",)),
@@ -266,6 +275,32 @@ CASES = [
     BadInput("log-folder-is-a-file", lambda: lm_fit("--trainer.logger.init_args.save_dir", "a-file"), ("a-file",)),
     BadInput("cache-folder-is-a-file", lambda: lm_fit("--data.cache_dir", "a-file/cache"), ("a-file",)),
     BadInput("log-folder-cannot-exist", lambda: lm_fit("--trainer.logger.init_args.save_dir", "/proc/nope/logs"), ("/proc/nope",)),
+    # fine-tuning the GPT: its checkpoint, LoRA, lengths, sources; exporting the result
+    BadInput("gpt-backbone-missing", lambda: gpt_finetune(backbone="nowhere.ckpt"), ("nowhere.ckpt", "does not exist")),
+    BadInput(
+        "gpt-backbone-is-a-classifier",
+        lambda: gpt_finetune(backbone="classifier.ckpt"),
+        ("classifier.ckpt", "SequenceClassifier", "written by `lightning-llm fit` with a GPT"),
+    ),
+    BadInput(
+        "lora-target-matches-nothing",
+        lambda: gpt_finetune("--model.init_args.lora", "{target_modules: [qkv]}"),
+        ("'qkv' matches no linear layer", "c_attn"),
+    ),
+    BadInput("lora-rank-zero", lambda: gpt_finetune("--model.init_args.lora", "{r: 0}"), ("lora.r is 0",)),
+    BadInput("lora-and-freeze", lambda: gpt_finetune("--model.init_args.lora", "{}", "--model.init_args.freeze", "backbone"), ("leave model.freeze at none",)),
+    BadInput(
+        "max-length-beyond-block-size",
+        lambda: gpt_finetune("--data.max_length", "64"),
+        ("data.max_length is 64", "at most 16 tokens", "--data.max_length 16"),
+    ),
+    BadInput("unknown-weights", lambda: gpt_finetune("--model.init_args.backbone.init_args.weights", "zeros"), ("weights", "zeros")),
+    BadInput("bad-hub-source", lambda: gpt_finetune("--data.train", "hub:glue"), ("hub:glue", "hub:<dataset>:<split>")),
+    BadInput("missing-split-file", lambda: gpt_finetune("--data.val", "nope.tsv"), ("nope.tsv", "does not exist")),
+    BadInput("export-lm-checkpoint", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "out"], ("LanguageModel", "SequenceClassifier")),
+    BadInput("export-over-a-folder", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "plain-folder"], ("plain-folder already exists", "--overwrite")),
+    BadInput("export-without-folder", lambda: ["export", "--ckpt_path", LAST], ("--output_dir",)),
+    BadInput("export-into-missing-parent", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "no/such/out"], ("no/such", "does not exist")),
     # training that blows up stops before it saves broken weights
     BadInput(
         "exploding-learning-rate",

@@ -120,7 +120,7 @@ class HFTextEncoder:
         from transformers import AutoTokenizer
 
         # transformers v5 tokenizers are backed by the Rust `tokenizers` library (fast) by default.
-        with pretrained_errors("the backbone's pretrained tokenizer", pretrained):
+        with pretrained_errors("model.backbone.pretrained", pretrained):
             self.hf_tokenizer = AutoTokenizer.from_pretrained(
                 resolve_pretrained(pretrained), trust_remote_code=False
             )
@@ -154,7 +154,7 @@ def _load_with_new_head(pretrained: str, num_labels: int, dropout: float) -> tup
     """The pretrained model with a fresh linear head, and the names of the weights it did not load."""
     from transformers import AutoModelForSequenceClassification
 
-    with quiet_transformers(), pretrained_errors("the backbone's pretrained", pretrained):
+    with quiet_transformers(), pretrained_errors("model.backbone.pretrained", pretrained):
         model, loading = AutoModelForSequenceClassification.from_pretrained(
             resolve_pretrained(pretrained),
             num_labels=num_labels,
