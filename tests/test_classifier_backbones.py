@@ -1,4 +1,5 @@
-"""LoRA on both classifier backbones: only adapters and head train, merging keeps the logits, bad targets."""
+"""SequenceClassifier on both backbones (HF encoder and the project's GPT): freezing and unfreezing, and LoRA
+(only adapters and head train, merging keeps the logits, bad targets)."""
 
 # Fixtures imported from the fixture modules come back as test parameters of the same name, by design.
 # ruff: noqa: F811
@@ -49,6 +50,38 @@ def fit(module: SequenceClassifier, folder: Path, steps: int) -> pl.Trainer:
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("freeze", [{"freeze": "backbone"}, {"freeze": "lower_layers", "frozen_layers": 1}])
+def test_frozen_parameters_stay_bit_identical_after_training_steps(make_module, sst_like_dir, freeze):
+    module = make_module(learning_rate=1e-2, weight_decay=0.1, **freeze)
+    frozen = {id(p) for p in module.frozen}
+    names = {id(p): name for name, p in module.named_parameters()}
+    before = snapshot(module)
+    trainer = fit(module, sst_like_dir, steps=3)
+    moved = {name for name, p in module.named_parameters() if not torch.equal(before[name], p)}
+    assert frozen and not moved & {names[i] for i in frozen}
+    assert {names[id(p)] for p in module.backbone.head_parameters()} <= moved
+    assert not frozen & {id(p) for p in trainer.optimizers[0].state}  # no optimizer state, no weight decay
+
+
+def test_unfreezing_at_an_epoch_trains_the_backbone_at_the_lower_rate(make_module, sst_like_dir):
+    module = make_module(freeze="backbone", unfreeze_at_epoch=1, learning_rate=1e-2, backbone_lr_ratio=0.1)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    before = snapshot(module)
+    trainer.fit(module, TextClassificationDataModule(data_dir=str(sst_like_dir), batch_size=8))
+    groups = trainer.optimizers[0].param_groups
+    assert len(groups) == 4 and groups[2]["initial_lr"] == pytest.approx(1e-3)
+    frozen_names = {name for name, p in module.named_parameters() if any(p is q for q in module.frozen)}
+    assert all(not torch.equal(before[name], dict(module.named_parameters())[name]) for name in frozen_names)
 
 
 def test_only_adapters_and_head_train_and_hold_optimizer_state(make_module, sst_like_dir):
