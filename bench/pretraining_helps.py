@@ -141,6 +141,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SST2, help="the SST-2 folder (train.tsv, dev.tsv)")
     parser.add_argument("--full", action="store_true", help="the whole table (about an hour)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
+    parser.add_argument(
+        "--labels", type=int, nargs="+", default=[1_000, 8_000, ALL_LABELS], help="full mode's sizes"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="full mode's seeds")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--logs", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -153,7 +157,7 @@ def main() -> None:
         )
         return
     if options.full:
-        plan = [(n, s) for n in (1_000, 8_000, ALL_LABELS) for s in (1, 2, 3)]
+        plan = [(n, s) for n in options.labels for s in options.seeds]
         variants = list(VARIANTS)
         max_steps = None
     else:  # a taste of the answer in two minutes: 1,000 labels, one seed, 60 steps

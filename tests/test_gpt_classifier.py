@@ -37,9 +37,10 @@ def padded_batch(classifier: GPTClassifier) -> tuple[list[torch.Tensor], torch.T
     return rows, input_ids, attention_mask
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
 @pytest.mark.parametrize("kind", ["char", "bpe"])
-def test_padded_batch_gives_each_row_its_own_logits(checkpoints, kind):
-    classifier = GPTClassifier(str(checkpoints[kind]), num_labels=3).eval()
+def test_padded_batch_gives_each_row_its_own_logits(checkpoints, kind, pooling):
+    classifier = GPTClassifier(str(checkpoints[kind]), num_labels=3, pooling=pooling).eval()
     rows, input_ids, attention_mask = padded_batch(classifier)
     assert len({len(row) for row in rows}) == len(rows)  # the lengths differ, so padding is exercised
     with torch.no_grad():

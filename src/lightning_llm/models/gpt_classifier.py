@@ -40,6 +40,8 @@ class GPTClassifier(nn.Module):
         classifier_dropout: Dropout on the pooled hidden state, before the new head.
         weights: `pretrained` loads the checkpoint's weights; `random` keeps only its architecture and tokenizer
             and starts from a fresh initialisation: the baseline that shows what pretraining is worth.
+        pooling: What the head reads: `last`, the hidden state of each row's last real token (GPT-2's choice:
+            under causal attention it has seen the whole text); `mean`, the mean over the row's real tokens.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class GPTClassifier(nn.Module):
         num_labels: int = 2,
         classifier_dropout: float = 0.1,
         weights: Literal["pretrained", "random"] = "pretrained",
+        pooling: Literal["last", "mean"] = "last",
     ) -> None:
         super().__init__()
         if num_labels < 1:
@@ -60,6 +63,9 @@ class GPTClassifier(nn.Module):
             gpt.reset_parameters()
         elif weights != "pretrained":
             raise UserError(f"weights is {weights!r}: use 'pretrained' or 'random'")
+        if pooling not in ("last", "mean"):
+            raise UserError(f"pooling is {pooling!r}: use 'last' or 'mean'")
+        self.pooling = pooling
         self.config: GPTConfig = gpt.config
         # Only the transformer is kept: lm_head predicts tokens, not labels; tied to wte, it held no other weights.
         self.transformer = gpt.transformer
@@ -112,8 +118,13 @@ class GPTClassifier(nn.Module):
         if token_type_ids is not None:
             raise ValueError("a GPT backbone takes no token_type_ids: its tokenizer joins sentence pairs")
         hidden = self.hidden_states(input_ids)  # (B, T, C)
-        last = _last_real_token(input_ids, attention_mask)  # (B,)
-        pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
+        last = _last_real_token(input_ids, attention_mask)  # (B,), also checks the mask is right-padded
+        if self.pooling == "last":
+            pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # (B, C)
+        else:
+            real = torch.arange(hidden.size(1), device=hidden.device) <= last[:, None]  # (B, T)
+            weights = real.to(hidden.dtype) / (last[:, None] + 1).to(hidden.dtype)  # (B, T), rows sum to 1
+            pooled = torch.einsum("bt,btc->bc", weights, hidden)  # (B, C)
         return self.head(self.dropout(pooled))  # (B, num_labels)
 
     def freeze(self, mode: str, frozen_layers: int = 0) -> list[nn.Parameter]:
