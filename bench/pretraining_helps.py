@@ -5,7 +5,8 @@ Rows, all through `lightning-llm fit` with the shipped configs, each in its own 
 - `pretrained, full`: that GPT after pretraining on unlabelled text, every weight fine-tuned;
 - `pretrained, frozen`: only the new head trains;
 - `pretrained, LoRA`: rank-8 adapters on the attention projections plus the head;
-- `MiniLM` (configs/minilm-sst2.yaml): the pretrained reference, at 1,000 and 8,000 labels.
+- `MiniLM` (configs/minilm-sst2.yaml): the pretrained reference, at 1,000 and 8,000 labels, fully
+  fine-tuned and with LoRA.
 
 Each (labels, seed) pair draws one random training subset that every row shares; accuracy is the last epoch's
 on the 872 dev sentences (no picking the best epoch on dev). Needs a pretrained checkpoint:
@@ -48,6 +49,7 @@ VARIANTS = {
         "1e-3",
     ],
     "MiniLM": [],
+    "MiniLM, LoRA": ["--model.init_args.lora", "{r: 8, alpha: 16}", "--model.init_args.learning_rate", "1e-3"],
 }
 
 
@@ -94,12 +96,14 @@ def fit_once(args: list[str], logs: str) -> None:
 
 
 def run(variant: str, labels: int, seed: int, data: Path, checkpoint: str, max_steps: int | None) -> dict:
-    config = MINILM_CONFIG if variant == "MiniLM" else GPT_CONFIG
+    minilm = variant.startswith("MiniLM")
+    config = MINILM_CONFIG if minilm else GPT_CONFIG
     args = ["--config", str(config), "--data.data_dir", str(data), "--seed_everything", str(seed)]
     args += ["--trainer.max_epochs", str(EPOCHS.get(labels, 1)), "--trainer.enable_progress_bar", "false"]
     args += ["--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]"]  # accuracy only
-    if variant != "MiniLM":
-        args += [f"{BACKBONE}.checkpoint", checkpoint, *VARIANTS[variant]]
+    if not minilm:
+        args += [f"{BACKBONE}.checkpoint", checkpoint]
+    args += VARIANTS[variant]
     if max_steps:
         args += ["--trainer.max_steps", str(max_steps)]
     with tempfile.TemporaryDirectory() as logs:
@@ -170,7 +174,7 @@ def main() -> None:
         for labels, seed in plan:
             data = subset(Path(folder), options.data, labels, seed)
             for variant in variants:
-                if (variant, labels, seed) in done or (variant == "MiniLM" and labels == ALL_LABELS):
+                if (variant, labels, seed) in done or (variant.startswith("MiniLM") and labels == ALL_LABELS):
                     continue
                 runs.append(run(variant, labels, seed, data, checkpoint, max_steps))
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)

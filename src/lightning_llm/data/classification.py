@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.labelled_text import TextTable, read_source
+from lightning_llm.data.labels import class_ids, found_label_names, regression_targets, row_ids
 from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.data.text_batches import PadToLongest, TokenizedTexts
@@ -24,8 +25,6 @@ from lightning_llm.errors import UserError
 from lightning_llm.models.text_encoding import TextEncoder
 
 Split = Literal["train", "val", "test", "predict"]
-# Columns that identify a row in predictions when `id_column` is not given (SST-2 test: `index`, hub: `idx`).
-ID_COLUMNS = ("index", "idx", "id")
 
 
 class TextClassificationDataModule(LightningDataModule):
@@ -127,13 +126,7 @@ class TextClassificationDataModule(LightningDataModule):
         table.require_column(self.text_column, "text_column")
         if self.text_pair_column is not None:
             table.require_column(self.text_pair_column, "text_pair_column")
-        found = set(self._label_texts(table))
-        if len(found) < 2:
-            raise UserError(
-                f"{table.source} has only the label(s) {sorted(found)}; a classifier needs "
-                "two or more classes (or set task: regression)."
-            )
-        return sorted(found, key=_label_sort_key)
+        return found_label_names(table, self.label_column)
 
     @property
     def num_labels(self) -> int:
@@ -266,58 +259,11 @@ class TextClassificationDataModule(LightningDataModule):
         )
         if split == "predict":
             return TokenizedTexts(
-                encoded.input_ids, encoded.token_type_ids, row_ids=self._row_ids(table), texts=texts
+                encoded.input_ids, encoded.token_type_ids, row_ids=row_ids(table, self.id_column), texts=texts
             )
         return TokenizedTexts(encoded.input_ids, encoded.token_type_ids, labels=self._label_ids(table))
 
     def _label_ids(self, table: TextTable) -> list[int] | list[float]:
         if self.task == "regression":
-            numbers = []
-            for index, value in enumerate(table.values(self.label_column, "label_column")):
-                try:
-                    numbers.append(float(value))
-                except ValueError:
-                    raise UserError(
-                        f"{table.where(index)}: label {value!r} is not a number, which regression needs; "
-                        "fix the row or set task: classification."
-                    ) from None
-            return numbers
-        ids = {name: position for position, name in enumerate(self.label_names)}
-        label_ids = []
-        for index, label in enumerate(self._label_texts(table)):
-            if label not in ids:
-                raise UserError(
-                    f"{table.where(index)}: label {label!r} is not one of the labels {self.label_names}; "
-                    "fix the row or add it to --data.labels."
-                )
-            label_ids.append(ids[label])
-        return label_ids
-
-    def _label_texts(self, table: TextTable) -> list[str]:
-        """Every row's class label as text without surrounding whitespace: `1` and `1 ` are one class."""
-        labels = []
-        for index, value in enumerate(table.values(self.label_column, "label_column")):
-            label = str(value).strip()
-            if not label:
-                raise UserError(
-                    f"{table.where(index)}: the label in column {self.label_column!r} is empty; "
-                    "write the row's class or remove the row."
-                )
-            labels.append(label)
-        return labels
-
-    def _row_ids(self, table: TextTable) -> list[str]:
-        if self.id_column is not None:
-            return [str(value) for value in table.values(self.id_column, "id_column")]
-        column = next((name for name in ID_COLUMNS if name in table.columns), None)
-        if column is None:
-            return [str(index) for index in range(len(table))]
-        return [str(value) for value in table.values(column, "id_column")]
-
-
-def _label_sort_key(label: str) -> tuple[int, float, str]:
-    # Numeric labels sort by value ("2" before "10"); names sort alphabetically after them.
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
+            return regression_targets(table, self.label_column)
+        return class_ids(table, self.label_column, self.label_names)
