@@ -13,7 +13,7 @@ def tiny_gpt(**overrides) -> GPT:
 
 
 def tiny_transformer_lm() -> TransformerLM:
-    return TransformerLM(ntoken=50, d_model=32, nhead=2, d_hid=64, nlayers=2, max_len=16)
+    return TransformerLM(vocab_size=50, d_model=32, nhead=2, d_hid=64, nlayers=2, block_size=16)
 
 
 @pytest.mark.parametrize("make", [tiny_gpt, tiny_transformer_lm], ids=["gpt", "transformer_lm"])

@@ -107,6 +107,10 @@ CHECKPOINT_EDITS = {
     "extra-weight": lambda checkpoint: checkpoint["state_dict"].update({"bogus.extra": torch.zeros(1)}),
     "short-tokenizer": lambda checkpoint: checkpoint.update(tokenizer='{"type": "char", "chars": "ab"}'),
     "unknown-setting": lambda checkpoint: checkpoint["hyper_parameters"].update(not_a_setting=1),
+    # written before a rename: the network's settings hold the old name of a key
+    "renamed-network-setting": lambda checkpoint: checkpoint["hyper_parameters"]["model"]["init_args"].update(
+        max_len=checkpoint["hyper_parameters"]["model"]["init_args"].pop("block_size")
+    ),
 }
 
 
@@ -188,7 +192,12 @@ CASES = [
     BadInput(
         "ckpt-with-an-unknown-setting",
         lambda: ["validate", *lm_fit(*BPE)[1:], "--ckpt_path", "unknown-setting.ckpt"],
-        ("unknown-setting.ckpt holds model settings this config cannot take", "not_a_setting"),
+        ("unknown-setting.ckpt holds settings LanguageModel does not take: not_a_setting", "learning_rate"),
+    ),
+    BadInput(
+        "renamed-setting-in-ckpt",
+        lambda: generate_from("renamed-network-setting.ckpt"),
+        ("GPT does not take: max_len", "block_size", "another version"),
     ),
     BadInput("integer-weights", lambda: generate_from("integer-weights.ckpt"), ("torch.int64",)),
     BadInput("settings-that-do-not-build", lambda: generate_from("negative-layers.ckpt"), ("n_layer is -1",)),

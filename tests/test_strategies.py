@@ -276,7 +276,7 @@ def test_repeated_blocks_of_gpt_transformer_lm_and_bert():
 
     gpt = GPT(vocab_size=20, block_size=8, n_layer=3, n_head=2, n_embd=8)
     assert repeated_blocks(gpt) is gpt.transformer.h
-    lm = TransformerLM(ntoken=20, d_model=8, nhead=2, d_hid=16, nlayers=2, max_len=8)
+    lm = TransformerLM(vocab_size=20, d_model=8, nhead=2, d_hid=16, nlayers=2, block_size=8)
     assert repeated_blocks(lm) is lm.encoder.layers
     bert = BertForSequenceClassification(
         BertConfig(

@@ -92,7 +92,6 @@ def test_event_files_hold_every_tag_and_the_hyperparameters(logs):
     assert params["model"] == "lightning_llm.models.GPT" and params["model.n_layer"] == 1
     assert params["learning_rate"] == pytest.approx(1e-3) and params["block_size"] == 16
     assert params["betas"] == "[0.9, 0.99]" and params["decay_steps"] == "None"  # plain text, not objects
-    assert "model.ntoken" not in params  # the TransformerLM link GPT does not take stays out
 
     classifier = EventAccumulator(str(logs / CLASSIFIER_RUN))
     classifier.Reload()

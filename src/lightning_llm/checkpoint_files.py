@@ -3,6 +3,8 @@ clear error for each way a file can be wrong. Plain torch, so models can use it 
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import pickle
 import zipfile
 from collections.abc import Iterator
@@ -81,7 +83,45 @@ def model_description(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
                 f"checkpoint {path} names the class {class_path!r}, which is not this project's; it is not "
                 f"loaded, since importing it could run code. Use a checkpoint whose classes are {OWN_PACKAGE}*"
             )
+    refuse_unknown_settings(hparams, path)
     return hparams
+
+
+def refuse_unknown_settings(hparams: dict[str, Any], path: str | Path, module: bool = False) -> None:
+    """Settings a class no longer takes (renamed or removed since the checkpoint was written) would reach its
+    constructor as keyword arguments: one error naming them and what the class takes now. The networks'
+    classes are checked; with `module`, the LightningModule's too (importing it imports Lightning)."""
+    for class_path, settings in _described_classes(hparams, module):
+        module_name, _, name = class_path.rpartition(".")
+        try:
+            accepted = inspect.signature(
+                getattr(importlib.import_module(module_name), name).__init__
+            ).parameters
+        except (ImportError, AttributeError, ValueError):
+            raise UserError(f"checkpoint {path} holds a {class_path}, which does not exist here") from None
+        unknown = sorted(key for key in settings if not str(key).startswith("_") and key not in accepted)
+        if unknown:
+            takes = ", ".join(key for key in accepted if key not in ("self", "args", "kwargs"))
+            raise UserError(
+                f"checkpoint {path} holds settings {name} does not take: {', '.join(unknown)} (it takes {takes}); "
+                "it was written by another version of lightning-llm or edited: retrain, or rename those keys in "
+                "its hyper_parameters"
+            )
+
+
+def _described_classes(value: Any, module: bool = False) -> Iterator[tuple[str, dict]]:
+    """(class_path, its settings) for every nested `class_path` / `init_args` pair, and with `module` for the
+    module itself (`_class_path` and the top-level keys)."""
+    if isinstance(value, dict):
+        if module and "_class_path" in value:
+            yield str(value["_class_path"]), value
+        if "class_path" in value and isinstance(value.get("init_args"), dict):
+            yield str(value["class_path"]), value["init_args"]
+        for item in value.values():
+            yield from _described_classes(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _described_classes(item)
 
 
 def class_paths_in(value: Any) -> Iterator[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
 import logging
 import sys
@@ -23,7 +22,12 @@ from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
-from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
+from lightning_llm.checkpoint_files import (
+    model_description,
+    read_checkpoint,
+    refuse_unknown_settings,
+    require_class,
+)
 from lightning_llm.checkpoints import check_fits, use_atomic_checkpoints
 from lightning_llm.cli_help import (
     OUR_COMMANDS,
@@ -43,10 +47,8 @@ from lightning_llm.sharded_checkpoints import check_sharded_folder, install_safe
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
 # target does not exist for the chosen classes is skipped by jsonargparse, so one CLI serves both jobs.
 _INSTANTIATE_LINKS = (
-    ("data.vocab_size", "model.init_args.model.init_args.vocab_size"),  # GPT
-    ("data.block_size", "model.init_args.model.init_args.block_size"),  # GPT
-    ("data.vocab_size", "model.init_args.model.init_args.ntoken"),  # TransformerLM
-    ("data.block_size", "model.init_args.model.init_args.max_len"),  # TransformerLM
+    ("data.vocab_size", "model.init_args.model.init_args.vocab_size"),  # GPT, TransformerLM
+    ("data.block_size", "model.init_args.model.init_args.block_size"),  # GPT, TransformerLM
     ("data.num_labels", "model.init_args.backbone.init_args.num_labels"),  # SequenceClassifier
     ("data.label_names", "model.init_args.label_names"),  # SequenceClassifier
 )
@@ -115,7 +117,7 @@ class LLMCLI(LightningCLI):
         wanted = config.get("model.class_path") if config.get("model") is not None else None
         if wanted:
             require_class(hparams, wanted, path, "pass a checkpoint written with this config")
-        refuse_unknown_settings(hparams, path)
+        refuse_unknown_settings(hparams, path, module=True)
         hparams = {key: value for key, value in hparams.items() if key != "_instantiator"}
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
@@ -282,24 +284,6 @@ def config_file_args(argv: list[str]) -> list[str]:
         elif arg.startswith("--config="):
             kept.append(arg)
     return kept
-
-
-def refuse_unknown_settings(hparams: dict, path: Path) -> None:
-    """Settings the checkpoint's module does not take would reach its constructor as keyword arguments."""
-    class_path = hparams.get("_class_path")
-    if not class_path:
-        return
-    module, _, name = str(class_path).rpartition(".")
-    try:
-        accepted = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(f"checkpoint {path} holds a {class_path}, which does not exist here") from None
-    unknown = sorted(key for key in hparams if not key.startswith("_") and key not in accepted)
-    if unknown:
-        raise UserError(
-            f"checkpoint {path} holds model settings this config cannot take: {name} has no {', '.join(unknown)}; "
-            "use a checkpoint written by `lightning-llm fit`"
-        )
 
 
 def check_same_linked_values(checkpoint: dict, module: LightningModule, path: str) -> None:

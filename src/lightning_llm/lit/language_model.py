@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from typing import Any
 
@@ -21,20 +20,6 @@ from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
 from lightning_llm.models.sampling import filter_logits
 from lightning_llm.parallel import is_sharded
-
-
-def _drop_unaccepted_init_args(model_hparams: Any, model_class: type) -> None:
-    """Remove linked values the model class does not take (jsonargparse records a skipped link as applied).
-
-    The CLI links data.vocab_size to both GPT's `vocab_size` and TransformerLM's `ntoken`; without this,
-    the unused one would land in hparams and break `load_from_checkpoint`.
-    """
-    init_args = model_hparams.get("init_args") if isinstance(model_hparams, dict) else None
-    if not isinstance(init_args, dict):
-        return
-    accepted = inspect.signature(model_class.__init__).parameters
-    for key in [k for k in init_args if k not in accepted]:
-        del init_args[key]
 
 
 class LanguageModel(ScaleOutHooks, pl.LightningModule):
@@ -77,7 +62,6 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
             )
         # Outside the CLI the injected module cannot be described by its config, so it is left out of hparams.
         self.save_hyperparameters(ignore=[] if built_by_cli() else ["model"])
-        _drop_unaccepted_init_args(self.hparams.get("model"), type(model))
         self.model = model
         # one full window: the model summary then counts the FLOPs of a forward pass instead of printing 0
         block_size = getattr(getattr(model, "config", model), "block_size", None)
