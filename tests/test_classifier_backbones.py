@@ -34,10 +34,11 @@ def make_module(request, gpt_checkpoints, tiny_bert):
     return make
 
 
-def fit(module: SequenceClassifier, folder: Path, steps: int) -> pl.Trainer:
+def fit(module: SequenceClassifier, folder: Path, steps: int = -1, epochs: int | None = None) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=steps,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -67,17 +68,8 @@ def test_frozen_parameters_stay_bit_identical_after_training_steps(make_module, 
 
 def test_unfreezing_at_an_epoch_trains_the_backbone_at_the_lower_rate(make_module, sst_like_dir):
     module = make_module(freeze="backbone", unfreeze_at_epoch=1, learning_rate=1e-2, backbone_lr_ratio=0.1)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
     before = snapshot(module)
-    trainer.fit(module, TextClassificationDataModule(data_dir=str(sst_like_dir), batch_size=8))
+    trainer = fit(module, sst_like_dir, epochs=2)
     groups = trainer.optimizers[0].param_groups
     assert len(groups) == 4 and groups[2]["initial_lr"] == pytest.approx(1e-3)
     frozen_names = {name for name, p in module.named_parameters() if any(p is q for q in module.frozen)}

@@ -271,7 +271,10 @@ def run_summary(trainer, module: LightningModule) -> str:
     elif use and hasattr(module, "generate_text"):
         parts.append(f"next: lightning-llm generate --ckpt_path {use} (or make generate)")
     elif use:
-        parts.append(f"next: make predict CKPT={use} (or lightning-llm predict with this run's flags)")
+        parts.append(
+            f"next: lightning-llm predict with this run's flags and --ckpt_path {use}, or "
+            f"lightning-llm export --ckpt_path {use} --output_dir <folder>"
+        )
     return "Done: " + "; ".join(part for part in parts if part)
 
 

@@ -43,17 +43,9 @@ class ClassificationMetrics(pl.Callback):
             self._confusion = MulticlassConfusionMatrix(pl_module.num_labels).to(pl_module.device)
 
     def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any
     ) -> None:
         self._update("val", outputs)
-        if self._confusion is not None:
-            self._confusion.update(outputs["predictions"], outputs["labels"])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log("val", pl_module)
@@ -74,13 +66,7 @@ class ClassificationMetrics(pl.Callback):
         self._start("test", pl_module)
 
     def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any
     ) -> None:
         self._update("test", outputs)
 
@@ -98,6 +84,8 @@ class ClassificationMetrics(pl.Callback):
                 "{'predictions': ..., 'labels': ...}"
             )
         self._metrics[split].update(outputs["predictions"], outputs["labels"])
+        if split == "val" and self._confusion is not None:
+            self._confusion.update(outputs["predictions"], outputs["labels"])
 
     def _log(self, split: str, pl_module: pl.LightningModule) -> None:
         metrics = self._metrics.pop(split)
