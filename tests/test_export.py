@@ -50,6 +50,17 @@ def test_existing_folder_is_kept_unless_overwrite(sst_like_dir, tiny_bert, capsy
     assert exited.value.code == 2
     assert "exported already exists: pass --overwrite true" in capsys.readouterr().err
     assert (Path("exported") / "mine.txt").read_text() == "keep me"
-    main(["export", "--ckpt_path", str(checkpoint), "--output_dir", "exported", "--overwrite", "true"])
-    assert (Path("exported") / "config.json").is_file() and not (Path("exported") / "mine.txt").exists()
-    assert [p.name for p in Path(".").glob(".exported.*")] == []  # no staging folder left behind
+    # --overwrite replaces an earlier export, never a folder holding anything else
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", str(checkpoint), "--output_dir", "exported", "--overwrite", "true"])
+    assert "holds files an export does not write (mine.txt)" in capsys.readouterr().err
+    assert (Path("exported") / "mine.txt").read_text() == "keep me"
+    for folder in (".", "logs"):
+        with pytest.raises(SystemExit):
+            main(["export", "--ckpt_path", str(checkpoint), "--output_dir", folder, "--overwrite", "true"])
+        assert "holds the working directory or the checkpoint" in capsys.readouterr().err
+    main(["export", "--ckpt_path", str(checkpoint), "--output_dir", "again"])
+    first = (Path("again") / "model.safetensors").read_bytes()
+    main(["export", "--ckpt_path", str(checkpoint), "--output_dir", "again", "--overwrite", "true"])
+    assert (Path("again") / "model.safetensors").read_bytes() == first
+    assert [p.name for p in Path(".").glob(".again*")] == []  # no staging or previous folder left behind

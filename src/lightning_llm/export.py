@@ -40,6 +40,8 @@ def export(ckpt_path: str | None = None, output_dir: str | None = None, overwrit
         raise UserError(f"--output_dir {output} is a file; name a folder to create")
     if output.exists() and not overwrite:
         raise UserError(f"--output_dir {output} already exists: pass --overwrite true or name a new folder")
+    if output.exists():
+        refuse_replacing(output, Path(ckpt_path))
     if not output.parent.is_dir():
         raise UserError(
             f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
@@ -51,13 +53,45 @@ def export(ckpt_path: str | None = None, output_dir: str | None = None, overwrit
     try:
         with quiet_transformers():  # no progress bar for one small file
             module.save_pretrained(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        if output.exists():  # swap by renames: a kill at any point leaves the old or the new folder whole
+            previous = output.with_name(f".{output.name}.previous")
+            output.rename(previous)
+            staging.rename(output)
+            shutil.rmtree(previous)
+        else:
+            staging.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {output} (labels {', '.join(module.label_names)})", file=sys.stderr)
     return output
+
+
+# What `save_pretrained` writes for a classifier and its tokenizer: only a folder of these is replaced.
+EXPORTED_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+
+
+def refuse_replacing(output: Path, checkpoint: Path) -> None:
+    """`--overwrite` replaces an earlier export only: never a folder holding anything else (the run's logs,
+    the checkpoint being exported, the working directory)."""
+    here = Path.cwd().resolve()
+    target = output.resolve()
+    if target == here or target in here.parents or target in checkpoint.expanduser().resolve().parents:
+        raise UserError(
+            f"--output_dir {output} holds the working directory or the checkpoint; name a new folder"
+        )
+    others = sorted(p.name for p in output.iterdir() if p.name not in EXPORTED_FILES)
+    if others:
+        raise UserError(
+            f"--output_dir {output} holds files an export does not write ({', '.join(others[:3])}); "
+            "--overwrite replaces an earlier export only: name a new folder"
+        )
 
 
 def main(args: list[str] | None = None) -> None:

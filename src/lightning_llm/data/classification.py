@@ -93,6 +93,10 @@ class TextClassificationDataModule(LightningDataModule):
             raise UserError("batch_size and eval_batch_size must be positive; set them to 1 or more.")
         if labels is not None and task == "classification" and len(labels) < 2:
             raise UserError(f"labels must name at least two classes (got {labels}); or set task: regression.")
+        if labels is not None and task == "regression":
+            raise UserError(
+                "data.labels names classes, but data.task is regression: leave labels out (or null)"
+            )
         if labels is not None and len(set(labels)) != len(labels):
             raise UserError(f"labels {labels} contain duplicates; list each class once.")
         self.data_dir = data_dir

@@ -109,6 +109,8 @@ class HFEncoderClassifier(nn.Module):
         config = self.model.config
         config.id2label = dict(enumerate(label_names))
         config.label2id = {name: index for index, name in enumerate(label_names)}
+        # the pipeline then applies softmax (or nothing, for regression), as `predict` does
+        config.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
         self.model.save_pretrained(folder)
         self.tokenizer.hf_tokenizer.save_pretrained(folder)
 
@@ -163,7 +165,12 @@ def _load_with_new_head(pretrained: str, num_labels: int, dropout: float) -> tup
             trust_remote_code=False,
             output_loading_info=True,
         )
-    head_owner = model.classifier if hasattr(model.classifier, "out_proj") else model  # RoBERTa-style head
+    classifier = getattr(model, "classifier", None)
+    if classifier is None:
+        raise UserError(
+            f"{pretrained!r} has no `classifier` head ({type(model).__name__}); use a BERT-family model"
+        )
+    head_owner = classifier if hasattr(classifier, "out_proj") else model  # RoBERTa-style head
     head_name = "out_proj" if head_owner is not model else "classifier"
     old_head = getattr(head_owner, head_name)
     if not isinstance(old_head, nn.Linear):
