@@ -132,9 +132,11 @@ def shared_sst2() -> Path:
 
 
 def classifier_overrides(
-    folder: Path, tiny_bert: Path, config: Path = MINILM_CONFIG, batch_size: int = 4
+    folder: Path, pretrained: Path, config: Path = MINILM_CONFIG, batch_size: int = 4
 ) -> list[str]:
-    """Arguments that shrink a classifier config to the tiny BERT and an SST-2-like folder, logging to ./logs."""
-    args = ["--config", str(config), "--model.init_args.backbone.init_args.pretrained", str(tiny_bert)]
+    """Arguments that shrink a classifier config to a tiny pretrained network (an HF folder, or a GPT checkpoint
+    for a GPT-backed config) and an SST-2-like folder, logging to ./logs."""
+    source = "checkpoint" if "GPTClassifier" in config.read_text() else "pretrained"
+    args = ["--config", str(config), f"--model.init_args.backbone.init_args.{source}", str(pretrained)]
     args += ["--data.data_dir", str(folder), "--data.batch_size", str(batch_size)]
     return [*args, "--trainer.logger.init_args.save_dir", "logs"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from bert_fixtures import classifier_overrides, sst_like_dir, tiny_bert  # noqa: F401
+from gpt_fixtures import gpt_checkpoints  # noqa: F401
 
 from lightning_llm.cli import main
 
@@ -18,8 +19,15 @@ def test_the_classifier_configs_are_found():
 
 
 @pytest.mark.parametrize("config", CLASSIFIER_CONFIGS, ids=lambda p: p.stem)
-def test_every_classifier_config_parses_and_runs_fast_dev_run(config, sst_like_dir, tiny_bert, capsys):  # noqa: F811
-    args = classifier_overrides(sst_like_dir, tiny_bert, config)
+def test_every_classifier_config_parses_and_runs_fast_dev_run(
+    config,
+    sst_like_dir,  # noqa: F811
+    tiny_bert,  # noqa: F811
+    gpt_checkpoints,  # noqa: F811
+    capsys,
+):
+    pretrained = gpt_checkpoints["bpe"] if "GPTClassifier" in config.read_text() else tiny_bert
+    args = classifier_overrides(sst_like_dir, pretrained, config)
     with pytest.raises(SystemExit) as printed:
         main(["fit", *args, "--print_config"])
     assert printed.value.code == 0

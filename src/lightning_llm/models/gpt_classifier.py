@@ -216,6 +216,7 @@ def _last_real_token(input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
 def _read_language_model(checkpoint: str | Path) -> dict[str, Any]:
     """The checkpoint of a GPT language model, or a UserError naming what it holds instead."""
     saved = read_checkpoint(checkpoint)
+    _refuse_other_networks(saved.get("hyper_parameters"), checkpoint)
     hparams = model_description(saved, checkpoint)
     require_class(
         hparams,
@@ -229,17 +230,22 @@ def _read_language_model(checkpoint: str | Path) -> dict[str, Any]:
             f"checkpoint {checkpoint} does not describe its network (model.class_path and init_args), so the GPT "
             "cannot be rebuilt; pass a checkpoint written by `lightning-llm fit`"
         )
-    if network.get("class_path") not in GPT_CLASS_PATHS:
-        raise UserError(
-            f"checkpoint {checkpoint} holds a {network.get('class_path')} network, not a GPT; pretrain with a GPT "
-            "config (e.g. configs/gpt-shakespeare-char.yaml) and pass that checkpoint"
-        )
     if not isinstance(saved.get("tokenizer"), str):
         raise UserError(
             f"checkpoint {checkpoint} carries no tokenizer, so text cannot be encoded for its GPT; pass a "
             "checkpoint written by `lightning-llm fit`"
         )
     return saved
+
+
+def _refuse_other_networks(hparams: Any, checkpoint: str | Path) -> None:
+    """Named before the network's settings are checked against the GPT's: another network is the cause."""
+    network = hparams.get("model") if isinstance(hparams, dict) else None
+    if isinstance(network, dict) and network.get("class_path") not in GPT_CLASS_PATHS:
+        raise UserError(
+            f"checkpoint {checkpoint} holds a {network.get('class_path')} network, not a GPT; pretrain with a GPT "
+            "config (e.g. configs/gpt-shakespeare-char.yaml) and pass that checkpoint"
+        )
 
 
 def _load_gpt(saved: dict[str, Any], checkpoint: str | Path) -> GPT:
