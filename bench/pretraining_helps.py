@@ -49,7 +49,12 @@ VARIANTS = {
         "1e-3",
     ],
     "MiniLM": [],
-    "MiniLM, LoRA": ["--model.init_args.lora", "{r: 8, alpha: 16}", "--model.init_args.learning_rate", "1e-3"],
+    "MiniLM, LoRA": [
+        "--model.init_args.lora",
+        "{r: 8, alpha: 16}",
+        "--model.init_args.learning_rate",
+        "1e-3",
+    ],
 }
 
 

@@ -14,6 +14,7 @@ import torch
 from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
 from gpt_fixtures import gpt_checkpoints  # noqa: F401
 
+from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
 from lightning_llm.data.classification import TextClassificationDataModule
 from lightning_llm.errors import UserError
 from lightning_llm.lit.classifier import SequenceClassifier
@@ -135,3 +136,26 @@ def test_bad_lora_settings_are_one_error(make_module, settings, message):
 def test_the_head_cannot_be_a_lora_target(gpt_checkpoints):
     with pytest.raises(UserError, match="matches the new head"):
         SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])), lora=LoRA(target_modules=["head"]))
+
+
+def test_a_checkpoint_fine_tuned_with_another_tokenizer_is_refused(gpt_checkpoints):
+    module = SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])))
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    module.on_load_checkpoint(dict(checkpoint))  # the same pretrained checkpoint: loads
+    other = SequenceClassifier(GPTClassifier(str(gpt_checkpoints["char"])))
+    with pytest.raises(UserError, match="fine-tuned with another tokenizer"):
+        other.on_load_checkpoint(checkpoint)
+
+
+def test_backbone_lr_ratio_without_unfreezing_is_refused(gpt_checkpoints):
+    with pytest.raises(UserError, match="unfreeze_at_epoch"):
+        SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])), backbone_lr_ratio=0.5)
+
+
+def test_metrics_callback_the_user_configured_is_kept(gpt_checkpoints):
+    module = SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])))
+    assert any(isinstance(c, ClassificationMetrics) for c in module.configure_callbacks())
+    own = ClassificationMetrics(confusion_matrix=False)
+    module.trainer = pl.Trainer(callbacks=[own], logger=False, enable_progress_bar=False)
+    assert not any(isinstance(c, ClassificationMetrics) for c in module.configure_callbacks())  # theirs stays

@@ -17,7 +17,8 @@ from gpt_fixtures import gpt_checkpoints as checkpoints  # noqa: F401
 from lightning_llm.checkpoints import load_module
 from lightning_llm.errors import UserError
 from lightning_llm.lit.language_model import LanguageModel
-from lightning_llm.models.gpt_classifier import GPTClassifier
+from lightning_llm.models.gpt_classifier import GPTClassifier, _longest_first
+from lightning_llm.models.text_encoding import UnencodableText
 
 TEXTS = ["the fox", "a lazy dog", "seven kings 3."]  # distinct lengths in characters and in BPE tokens
 
@@ -183,6 +184,40 @@ def test_left_padding_and_empty_rows_are_refused(checkpoints):
         classifier(input_ids, torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]]))
     with pytest.raises(ValueError, match="row 0 of attention_mask has no tokens"):
         classifier(input_ids, torch.tensor([[0, 0, 0, 0], [1, 1, 0, 0]]))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "budget", "kept"),
+    [
+        ((3, 4), 10, (3, 4)),
+        ((10, 2), 6, (4, 2)),
+        ((2, 10), 6, (2, 4)),
+        ((9, 8), 7, (4, 3)),
+        ((5, 5), 4, (2, 2)),
+    ],
+)
+def test_pairs_are_cut_from_the_longer_text_first(lengths, budget, kept):
+    first, second = (list(range(length)) for length in lengths)
+    cut_first, cut_second = _longest_first(first, second, budget)
+    assert (len(cut_first), len(cut_second)) == kept
+    assert cut_first == first[: kept[0]] and cut_second == second[: kept[1]]  # each keeps its opening tokens
+
+
+def test_a_pair_too_long_for_the_block_keeps_both_texts(checkpoints):
+    encoder = GPTClassifier(str(checkpoints["char"])).tokenizer
+    long_text = "the quick brown fox jumps over the lazy dog " * 3
+    encoded = encoder.encode([long_text], ["a dog"], max_length=16)
+    ids = encoded.input_ids[0]
+    assert len(ids) == 16 and encoded.truncated == 1
+    assert ids[-5:] == encoder.text_tokenizer.encode("a dog").tolist()  # the second text is whole
+
+
+@pytest.mark.parametrize(("text", "reason"), [("", "is empty"), ("caf\u00e9 \u2603", "cannot be encoded")])
+def test_a_text_that_cannot_be_encoded_is_named_by_index(checkpoints, text, reason):
+    encoder = GPTClassifier(str(checkpoints["char"])).tokenizer
+    with pytest.raises(UnencodableText) as error:
+        encoder.encode(["a good film", text], None, max_length=16)
+    assert error.value.index == 1 and reason in error.value.reason
 
 
 def test_importing_the_model_does_not_import_lightning():

@@ -42,6 +42,8 @@ def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hostile")
     write_tiny_corpus(root / "corpus.txt")
     write_sst_like(root / "sst")
+    dev_with_empty_text = write_sst_like(root / "sst-empty-text") / "dev.tsv"
+    dev_with_empty_text.write_text(dev_with_empty_text.read_text() + "\t1\n")  # line 14: no sentence
     trained = run_cli(
         lm_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--data.tokenizer", "bpe")
         + ["--trainer.logger.init_args.version", "trained"],
@@ -303,6 +305,8 @@ CASES = [
         lambda: gpt_finetune("--data.max_length", "64"),
         ("data.max_length is 64", "at most 16 tokens", "--data.max_length 16"),
     ),
+    BadInput("empty-text-for-gpt", lambda: gpt_finetune("--data.data_dir", "sst-empty-text"), ("sst-empty-text/dev.tsv line 14", "is empty")),
+    BadInput("lr-ratio-without-unfreeze", lambda: gpt_finetune("--model.init_args.backbone_lr_ratio", "0.5"), ("backbone_lr_ratio", "unfreeze_at_epoch")),
     BadInput("unknown-weights", lambda: gpt_finetune("--model.init_args.backbone.init_args.weights", "zeros"), ("weights", "zeros")),
     BadInput("bad-hub-source", lambda: gpt_finetune("--data.train", "hub:glue"), ("hub:glue", "hub:<dataset>:<split>")),
     BadInput("missing-split-file", lambda: gpt_finetune("--data.val", "nope.tsv"), ("nope.tsv", "does not exist")),

@@ -12,7 +12,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lightning_llm.atomic import atomic_open, remove_stale_temp_files
-from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
+from lightning_llm.checkpoint_files import (
+    model_description,
+    read_checkpoint,
+    refuse_unknown_settings,
+    require_class,
+)
 from lightning_llm.errors import UserError
 
 ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
@@ -79,6 +84,7 @@ def load_module(cls: type[ModuleT], ckpt_path: str | Path, map_location: str = "
     checkpoint = read_checkpoint(ckpt_path)
     hparams = model_description(checkpoint, ckpt_path)
     require_class(hparams, cls.__name__, ckpt_path, "use a matching checkpoint")
+    refuse_unknown_settings(hparams, ckpt_path, module=True)
     try:
         module = cls.load_from_checkpoint(
             Path(ckpt_path).expanduser(), map_location=map_location, weights_only=True

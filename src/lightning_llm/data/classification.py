@@ -22,7 +22,7 @@ from lightning_llm.data.length_grouped_sampler import LengthGroupedSampler
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.data.text_batches import PadToLongest, TokenizedTexts
 from lightning_llm.errors import UserError
-from lightning_llm.models.text_encoding import TextEncoder
+from lightning_llm.models.text_encoding import TextEncoder, UnencodableText
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -140,8 +140,10 @@ class TextClassificationDataModule(LightningDataModule):
     # Lightning hooks.
 
     def setup(self, stage: str) -> None:
-        if self.tokenizer is None and self.trainer is not None:
-            self.tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None)
+        module_tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None) if self.trainer else None
+        if module_tokenizer is not None and module_tokenizer is not self.tokenizer:
+            self.tokenizer = module_tokenizer
+            self.datasets.clear()  # encoded by another model's tokenizer: this data module was reused
         splits: dict[str, tuple[Split, ...]] = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -255,7 +257,10 @@ class TextClassificationDataModule(LightningDataModule):
         pairs = None
         if self.text_pair_column is not None:
             pairs = [str(text) for text in table.values(self.text_pair_column, "text_pair_column")]
-        encoded = self._encoder.encode(texts, pairs, self._max_length)
+        try:
+            encoded = self._encoder.encode(texts, pairs, self._max_length)
+        except UnencodableText as error:
+            raise UserError(f"{table.where(error.index)} ({error.opening}) {error.reason}") from None
         tokens = sum(len(ids) for ids in encoded.input_ids)
         rank_zero_info(
             f"{table.source}: {len(texts):,} texts, {tokens / len(texts):.1f} tokens on average, "

@@ -37,6 +37,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ROW_KEYS = ("row", "id", "text")
 
 
+DEFAULT_BACKBONE_LR_RATIO = 0.1
+
+
 class SequenceClassifier(ScaleOutHooks, LightningModule):
     """Fine-tunes `backbone`; cross-entropy for 2+ classes, MSE when the backbone has one output (regression).
 
@@ -53,7 +56,8 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
             the embeddings only).
         unfreeze_at_epoch: With `freeze` set, the epoch (0-based) at which the frozen parameters start
             training, at `learning_rate * backbone_lr_ratio` (like Lightning's `BackboneFinetuning`).
-        backbone_lr_ratio: Learning rate of the unfrozen parameters relative to `learning_rate`.
+        backbone_lr_ratio: With `unfreeze_at_epoch`, the unfrozen parameters' learning rate relative to
+            `learning_rate` (0.1 when not given).
         lora: Train LoRA adapters (and the head) instead of the backbone's weights, e.g. `{r: 8, alpha: 16}`;
             null trains the weights themselves.
         compile: Compile each block with `torch.compile` when training starts (in place, so checkpoints keep
@@ -72,7 +76,7 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         freeze: Literal["none", "backbone", "lower_layers"] = "none",
         frozen_layers: int = 0,
         unfreeze_at_epoch: int | None = None,
-        backbone_lr_ratio: float = 0.1,
+        backbone_lr_ratio: float | None = None,
         lora: LoRA | None = None,
         compile: bool = False,
         activation_checkpointing: bool = False,
@@ -93,7 +97,12 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
                 "leave model.freeze at none"
             )
         check_adamw_settings(learning_rate, weight_decay)
-        if not 0.0 < backbone_lr_ratio < math.inf:
+        if backbone_lr_ratio is not None and unfreeze_at_epoch is None:
+            raise UserError(
+                "model.backbone_lr_ratio sets the rate of parameters unfrozen at model.unfreeze_at_epoch; "
+                "set that epoch too, or drop backbone_lr_ratio"
+            )
+        if backbone_lr_ratio is not None and not 0.0 < backbone_lr_ratio < math.inf:
             raise UserError(f"model.backbone_lr_ratio is {backbone_lr_ratio}: it must be a positive number")
         if frozen_layers < 0 or (unfreeze_at_epoch is not None and unfreeze_at_epoch < 0):
             raise UserError("model.frozen_layers and model.unfreeze_at_epoch must be 0 or more")
@@ -185,7 +194,13 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         # train/lr, train/grad_norm, train/examples_per_sec and the HParams tab, shared with the language model
-        return [TrainingLogs("examples", _examples_in), ClassificationMetrics()]
+        callbacks: list[Callback] = [TrainingLogs("examples", _examples_in)]
+        configured = self._trainer is not None and any(
+            isinstance(callback, ClassificationMetrics) for callback in self._trainer.callbacks
+        )
+        if not configured:  # Lightning would replace the user's own (with their settings) by this one
+            callbacks.append(ClassificationMetrics())
+        return callbacks
 
     # Optimisation (the scale-out hooks come from ScaleOutHooks).
 
@@ -206,6 +221,14 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         schedule = functools.partial(warmup_linear, warmup_steps=warmup_steps, total_steps=total_steps)
         scheduler = LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.unfreeze_at_epoch is not None and self.trainer.world_size > 1:
+            # DDP and FSDP fix at wrapping time which parameters they synchronise and shard
+            raise UserError(
+                f"model.unfreeze_at_epoch works in one process; this run has {self.trainer.world_size}. "
+                "Drop unfreeze_at_epoch (freeze stays fixed), or train on one device"
+            )
 
     def on_train_epoch_start(self) -> None:
         epoch = self.hparams.unfreeze_at_epoch
@@ -270,7 +293,22 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
                 "pass --ckpt_path with a fine-tuned checkpoint"
             )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The backbone is rebuilt from its pretrained source on loading; its tokenizer must still be this one.
+        description = getattr(self.backbone.tokenizer, "description", None)
+        if description is not None:
+            checkpoint["backbone_tokenizer"] = description
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fine_tuned_with = checkpoint.get("backbone_tokenizer")
+        if fine_tuned_with is not None and fine_tuned_with != getattr(
+            self.backbone.tokenizer, "description", None
+        ):
+            raise UserError(
+                "this checkpoint was fine-tuned with another tokenizer than the pretrained backbone it names has "
+                "now (was that checkpoint retrained?); point model.init_args.backbone.init_args.checkpoint at "
+                "the checkpoint it was fine-tuned from"
+            )
         self.new_weights = []  # the checkpoint holds every weight, the fine-tuned head included
         # A run saved after unfreezing has the backbone's parameter groups in its optimizer state; they
         # must exist before that state is loaded (Lightning calls this before configure_optimizers).
@@ -280,7 +318,8 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
 
     @property
     def _backbone_lr(self) -> float:
-        return self.hparams.learning_rate * self.hparams.backbone_lr_ratio
+        ratio = self.hparams.backbone_lr_ratio
+        return self.hparams.learning_rate * (DEFAULT_BACKBONE_LR_RATIO if ratio is None else ratio)
 
     def _unfreeze(self) -> None:
         for parameter in self.frozen:

@@ -19,7 +19,7 @@ from lightning_llm.checkpoint_files import model_description, read_checkpoint, r
 from lightning_llm.data.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.models.gpt import GPT, GPTConfig
-from lightning_llm.models.text_encoding import EncodedTexts
+from lightning_llm.models.text_encoding import EncodedTexts, UnencodableText
 
 LANGUAGE_MODEL = "lightning_llm.lit.language_model.LanguageModel"
 GPT_CLASS_PATHS = ("lightning_llm.models.GPT", "lightning_llm.models.gpt.GPT")
@@ -69,7 +69,7 @@ class GPTClassifier(nn.Module):
         self.config: GPTConfig = gpt.config
         # Only the transformer is kept: lm_head predicts tokens, not labels; tied to wte, it held no other weights.
         self.transformer = gpt.transformer
-        self.tokenizer = GPTTextEncoder(tokenizer_from_json(saved["tokenizer"]), self.config.block_size)
+        self.tokenizer = GPTTextEncoder(saved["tokenizer"], self.config.block_size)
         self.pad_token_id = self.tokenizer.pad_token_id
         self.num_labels = num_labels
         self.dropout = nn.Dropout(classifier_dropout)
@@ -161,30 +161,70 @@ class GPTTextEncoder:
     """The pretrained checkpoint's char or BPE tokenizer, as the data module's `TextEncoder`.
 
     A sentence pair becomes one text, the two joined by a line break; no special tokens are added (the GPT
-    was pretrained on plain text). Texts longer than `max_length` keep their first tokens.
+    was pretrained on plain text). Texts longer than `max_length` keep their first tokens; a pair is cut
+    from its longer text first, so both texts stay in it.
     """
 
-    def __init__(self, tokenizer: Tokenizer, block_size: int) -> None:
-        self.text_tokenizer = tokenizer
-        self.pad_token_id = _pad_token_id(tokenizer)
+    def __init__(self, tokenizer_json: str, block_size: int) -> None:
+        # the tokenizer as the checkpoint stores it: a fine-tuned checkpoint keeps it to check the pretrained one
+        self.description = tokenizer_json
+        self.text_tokenizer = tokenizer_from_json(tokenizer_json)
+        self.pad_token_id = _pad_token_id(self.text_tokenizer)
         self.max_length = block_size
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> EncodedTexts:
-        joined = (
-            list(texts)
-            if pairs is None
-            else [f"{text}\n{pair}" for text, pair in zip(texts, pairs, strict=True)]
-        )
+        firsts = self._encode_all(texts)
+        if pairs is None:
+            truncated = sum(len(ids) > max_length for ids in firsts)
+            return EncodedTexts([ids[:max_length] for ids in firsts], None, truncated)
+        seconds = self._encode_all(pairs)
+        separator = self._encode_all(["\n"])[0]
+        joined, truncated = [], 0
+        for whole_first, whole_second in zip(firsts, seconds, strict=True):
+            first, second = _longest_first(whole_first, whole_second, max_length - len(separator))
+            ids = (first + separator + second)[:max_length]
+            truncated += len(ids) < len(whole_first) + len(separator) + len(whole_second)
+            joined.append(ids)
+        return EncodedTexts(joined, None, truncated)
+
+    def _encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text; a text that cannot be encoded (empty, or characters a char tokenizer never
+        saw) is named by its index and opening words."""
         encode_many = getattr(self.text_tokenizer, "encode_many", None)
-        encoded = (
-            encode_many(joined) if encode_many else [self.text_tokenizer.encode(text) for text in joined]
-        )
-        input_ids = [ids.tolist() for ids in encoded]
-        empty = next((index for index, ids in enumerate(input_ids) if not ids), None)
-        if empty is not None:
-            raise UserError(f"text {empty} is empty: a GPT classifier reads at least one token per text")
-        truncated = sum(len(ids) > max_length for ids in input_ids)
-        return EncodedTexts([ids[:max_length] for ids in input_ids], None, truncated)
+        try:
+            encoded = encode_many(list(texts)) if encode_many else None
+        except UserError:
+            encoded = None  # found again text by text below, to name the text
+        input_ids = []
+        for index, text in enumerate(texts):
+            try:
+                ids = (encoded[index] if encoded is not None else self.text_tokenizer.encode(text)).tolist()
+            except UserError as error:
+                raise UnencodableText(index, text, f"cannot be encoded: {error}") from None
+            if not ids:
+                raise UnencodableText(
+                    index, text, "is empty: a GPT classifier reads at least one token per text"
+                )
+            input_ids.append(ids)
+        return input_ids
+
+
+def _longest_first(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """Both texts of a pair cut to `budget` tokens together, taking from the longer one first (as
+    `transformers`' `truncation="longest_first"`), so the second text is never cut away whole."""
+    excess = len(first) + len(second) - max(budget, 2)
+    if excess <= 0:
+        return first, second
+    keep_first, keep_second = len(first), len(second)
+    gap = min(excess, abs(keep_first - keep_second))
+    if keep_first >= keep_second:
+        keep_first -= gap
+    else:
+        keep_second -= gap
+    excess -= gap
+    keep_first -= excess // 2  # an odd token more from the second text, as transformers does on a tie
+    keep_second -= (excess + 1) // 2
+    return first[:keep_first], second[:keep_second]
 
 
 def _last_real_token(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from lightning_llm.errors import UserError
+
 
 @dataclass(frozen=True)
 class EncodedTexts:
@@ -19,6 +21,15 @@ class EncodedTexts:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     truncated: int
+
+
+class UnencodableText(UserError):
+    """Text number `index` (0-based, in the order given to `encode`) cannot be encoded, for `reason`."""
+
+    def __init__(self, index: int, text: str, reason: str) -> None:
+        self.index, self.reason = index, reason
+        self.opening = repr(text if len(text) <= 40 else text[:40] + "...")
+        super().__init__(f"text {index} ({self.opening}) {reason}")
 
 
 class TextEncoder(Protocol):
