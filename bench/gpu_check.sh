@@ -81,7 +81,7 @@ class CompileBlocks(pl.Callback):
     def setup(self, trainer, pl_module, stage):
         from lightning_llm.parallel import parallelize
 
-        parallelize(pl_module.model, None, compile=True)
+        parallelize(pl_module.network, None, compile=True)
 
 
 def gpt(steps: int) -> None:
@@ -131,7 +131,7 @@ def bert(steps: int) -> None:
         args += ["--model.init_args.compile", "true"]
     else:
         args += ["--trainer.callbacks+=__main__.CompileBlocks"]
-    if "configure_gradient_clipping" not in vars(SequenceClassifier):
+    if SequenceClassifier.configure_gradient_clipping is pl.LightningModule.configure_gradient_clipping:
         # Lightning refuses to clip a fused AdamW under bf16-mixed; see lightning_llm.parallel.clip_gradients
         args += ["--trainer.gradient_clip_val", "0"]
         print("NOTE bert: SequenceClassifier has no configure_gradient_clipping: clipping off", flush=True)

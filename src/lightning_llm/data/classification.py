@@ -28,7 +28,7 @@ Split = Literal["train", "val", "test", "predict"]
 
 
 class TextClassificationDataModule(LightningDataModule):
-    """Texts with labels from TSV / CSV / JSONL files or a hub dataset, tokenised for a BERT-style model."""
+    """Texts with labels from TSV / CSV / JSONL files or a hub dataset, tokenised by the model's backbone."""
 
     def __init__(
         self,

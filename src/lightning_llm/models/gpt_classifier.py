@@ -1,7 +1,8 @@
 """A sequence classifier on the project's own GPT: the backbone comes from a `lightning-llm fit` checkpoint.
 
 The GPT's transformer (embeddings, blocks, final LayerNorm) is loaded as trained; a fresh linear head reads the
-hidden state of each row's last real token, as HF `GPT2ForSequenceClassification` does. Attention is causal, so
+hidden state of each row's last real token, as HF `GPT2ForSequenceClassification` does (or, with
+`pooling: mean`, the mean over its real tokens). Attention is causal, so
 that token has seen the whole text and none of the right padding after it: a padded batch gives each row the
 logits it gets alone. The language-model head is dropped: it predicts tokens, not labels.
 """
