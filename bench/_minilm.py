@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from _common import ROOT
+from harness import ROOT, SST2
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 
 CONFIG = ROOT / "configs" / "minilm-sst2.yaml"
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
 
 class BatchStats:

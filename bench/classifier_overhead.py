@@ -20,19 +20,28 @@ import sys
 import tempfile
 from typing import Any
 
-from _common import Column, machine, paired_ratio, report, run_child, threads_env
+from harness import (
+    SST2,
+    machine,
+    paired_ratio,
+    report,
+    run_child,
+    script_parser,
+    table_columns,
+    threads_env,
+)
 
 TARGET = 0.95
-COLUMNS: list[Column] = [
-    ("variant", "variant", ""),
-    ("examples_per_s", "examples/s (best)", ".1f"),
-    ("runs", "examples/s (each run)", ""),
-    ("pad_fraction", "pad tokens", ".1%"),
-    ("peak_rss_mb", "peak RSS MB", ".0f"),
-    ("ratio", "vs plain loop (median of pairs)", ".3f"),
-    ("examples_per_cpu_s", "examples/CPU-s (best)", ".1f"),
-    ("cpu_ratio", "vs plain, CPU time (median)", ".3f"),
-]
+COLUMNS = table_columns(
+    "variant: {variant}",
+    "examples/s (best): {examples_per_s:.1f}",
+    "examples/s (each run): {runs}",
+    "pad tokens: {pad_fraction:.1%}",
+    "peak RSS MB: {peak_rss_mb:.0f}",
+    "vs plain loop (median of pairs): {ratio:.3f}",
+    "examples/CPU-s (best): {examples_per_cpu_s:.1f}",
+    "vs plain, CPU time (median): {cpu_ratio:.3f}",
+)
 
 
 def lightning_run(steps: int, warmup: int) -> dict[str, Any]:
@@ -49,7 +58,7 @@ def lightning_run(steps: int, warmup: int) -> dict[str, Any]:
 def plain_run(steps: int, warmup: int) -> dict[str, Any]:
     import torch
     import yaml
-    from _minilm import CONFIG, SST2, BatchStats
+    from _minilm import CONFIG, BatchStats
     from lightning.fabric.utilities.seed import seed_everything
     from torch.nn import functional as F
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
@@ -98,12 +107,7 @@ RUNS = {"plain loop": plain_run, "lightning fit": lightning_run}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--full", action="store_true", help="more steps and repeats: the figures in docs/benchmarks.md"
-    )
+    parser = script_parser(__doc__, full="more steps and repeats: the figures in docs/benchmarks.md")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default 20, --full 200)")
     parser.add_argument("--warmup", type=int, help="untimed first steps (default 4, --full 10)")
     parser.add_argument("--repeats", type=int, help="runs of each variant, alternating (default 2, --full 3)")

@@ -26,26 +26,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Column, machine, report, run_child
+from harness import TINY_SHAKESPEARE, machine, report, run_child, script_parser, table_columns
 
 BPE_VOCAB = 2048  # configs/gpt-pycode.yaml
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 SHARD_BYTES = 16 << 20  # corpus files of about 16 MB, like a folder of text shards
 TARGET_BPE_ENCODE_MB_S = 10.0
 TARGET_RSS_RATIO = 1.5
-COLUMNS: list[Column] = [
-    ("tokenizer", "tokenizer", ""),
-    ("corpus_mb", "corpus MB", ".0f"),
-    ("fingerprint_mb_s", "fingerprint MB/s", ".0f"),
-    ("train_mb_s", "train MB/s", ".1f"),
-    ("encode_mb_s", "encode MB/s", ".1f"),
-    ("train_mb_cpu_s", "train MB/CPU-s", ".1f"),
-    ("encode_mb_cpu_s", "encode MB/CPU-s", ".1f"),
-    ("total_s", "build s", ".1f"),
-    ("tokens_per_byte", "tokens/byte", ".3f"),
-    ("peak_rss_mb", "peak RSS MB", ".0f"),
-    ("rss_vs_smallest", "RSS vs smallest", ".2f"),
-]
+COLUMNS = table_columns(
+    "tokenizer: {tokenizer}",
+    "corpus MB: {corpus_mb:.0f}",
+    "fingerprint MB/s: {fingerprint_mb_s:.0f}",
+    "train MB/s: {train_mb_s:.1f}",
+    "encode MB/s: {encode_mb_s:.1f}",
+    "train MB/CPU-s: {train_mb_cpu_s:.1f}",
+    "encode MB/CPU-s: {encode_mb_cpu_s:.1f}",
+    "build s: {total_s:.1f}",
+    "tokens/byte: {tokens_per_byte:.3f}",
+    "peak RSS MB: {peak_rss_mb:.0f}",
+    "RSS vs smallest: {rss_vs_smallest:.2f}",
+)
 
 
 def source_files() -> list[Path]:
@@ -60,7 +59,7 @@ def write_corpus(directory: Path, size_bytes: int, sources: list[Path]) -> int:
     """Fill `directory` with shards of the source files (Tiny Shakespeare first) up to `size_bytes`."""
     directory.mkdir(parents=True)
     written, shard, handle = 0, 0, None
-    for source in ([SHAKESPEARE] if SHAKESPEARE.is_file() else []) + sources:
+    for source in ([TINY_SHAKESPEARE] if TINY_SHAKESPEARE.is_file() else []) + sources:
         if written >= size_bytes:
             break
         if handle is None or handle.tell() >= SHARD_BYTES:
@@ -124,10 +123,7 @@ def build(kind: str, corpus_dir: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--full", action="store_true", help="20 MB and 200 MB corpora")
+    parser = script_parser(__doc__, full="20 MB and 200 MB corpora")
     parser.add_argument("--sizes-mb", type=int, nargs="*", help="corpus sizes (default 20 200)")
     parser.add_argument("--tokenizers", nargs="*", choices=["char", "bpe"], default=["char", "bpe"])
     parser.add_argument("--one", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)  # internal

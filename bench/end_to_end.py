@@ -16,7 +16,6 @@ only to about 0.01.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+from harness import ROOT, TINY_SHAKESPEARE, require_corpus, script_parser, threads_env, write_results
+
 CONFIG = ROOT / "configs" / "gpt-shakespeare-char.yaml"
 NANOGPT = "nanoGPT-style plain loop"
 FIT = "lightning-llm fit"
@@ -87,11 +86,7 @@ def seconds_to_reach(result: dict[str, Any], target: float) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--full", action="store_true", help="2,000 steps, evaluation every 250")
+    parser = script_parser(__doc__, data=TINY_SHAKESPEARE, full="2,000 steps, evaluation every 250")
     parser.add_argument("--steps", type=int, help="training steps (default 300, --full 2000)")
     parser.add_argument(
         "--eval-interval", type=int, help="steps between evaluations (default 100, --full 250)"
@@ -100,11 +95,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both runs (default: torch's)")
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args()
-    if not Path(args.data).is_file():
-        sys.exit(f"error: corpus {args.data} not found; pass --data PATH to a text file")
+    require_corpus(args.data)
     steps = args.steps or (2000 if args.full else 100)
     eval_interval = args.eval_interval or (250 if args.full else 50)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if args.threads else None
+    env = threads_env(args.threads)
 
     runs: dict[str, list[dict[str, Any]]] = {NANOGPT: [], FIT: []}
     for round_index in range(args.rounds):
@@ -152,11 +146,8 @@ def main() -> None:
             verdict = "meets" if value and value >= 1.2 else "misses"
             lines.append(f"\n{label}: fit vs nanoGPT style {value or 0:.2f}x ({verdict} the 1.2x target)")
     print("\n".join(lines))
-    out = ROOT / "bench" / "results" / "end_to_end.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {"full": args.full, "steps": steps, "eval_interval": eval_interval, "rows": rows, "runs": runs}
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    write_results("end_to_end", record)
 
 
 if __name__ == "__main__":

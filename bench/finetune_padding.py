@@ -28,7 +28,7 @@ import tempfile
 from collections import deque
 from typing import Any
 
-from _common import Column, machine, report, run_child, threads_env
+from harness import SST2, machine, report, run_child, script_parser, table_columns, threads_env
 
 TARGET = 1.2  # the bar: the project's fastest accurate setting against the HF Trainer's best
 BATCH_SIZE = 32  # configs/minilm-sst2.yaml
@@ -48,18 +48,18 @@ QUICK = [
     "project, length-grouped, fp32",
     "HF Trainer, group_by_length, fp32",
 ]
-COLUMNS: list[Column] = [
-    ("setting", "setting", ""),
-    ("examples", "trained examples", "d"),
-    ("examples_per_s", "examples/s", ".1f"),
-    ("examples_per_cpu_s", "examples/CPU-s", ".1f"),
-    ("tokens_per_s", "text tokens/s", ".0f"),
-    ("pad_fraction", "pad tokens", ".1%"),
-    ("dev_accuracy", "dev accuracy", ".3f"),
-    ("peak_rss_mb", "peak RSS MB", ".0f"),
-    ("vs_hf_best", "vs HF best", ".2f"),
-    ("cpu_vs_hf_best", "vs HF best, CPU time", ".2f"),
-]
+COLUMNS = table_columns(
+    "setting: {setting}",
+    "trained examples: {examples:d}",
+    "examples/s: {examples_per_s:.1f}",
+    "examples/CPU-s: {examples_per_cpu_s:.1f}",
+    "text tokens/s: {tokens_per_s:.0f}",
+    "pad tokens: {pad_fraction:.1%}",
+    "dev accuracy: {dev_accuracy:.3f}",
+    "peak RSS MB: {peak_rss_mb:.0f}",
+    "vs HF best: {vs_hf_best:.2f}",
+    "vs HF best, CPU time: {cpu_vs_hf_best:.2f}",
+)
 
 
 class PadToLength:
@@ -130,7 +130,7 @@ def project_run(batching: str, precision: str, examples: int, score: bool) -> di
 
 def hf_run(batching: str, precision: str, examples: int, score: bool) -> dict[str, Any]:
     import yaml
-    from _minilm import CONFIG, SST2, BatchStats, dev_accuracy
+    from _minilm import CONFIG, BatchStats, dev_accuracy
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -217,10 +217,7 @@ def is_slow(name: str) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--full", action="store_true", help="enough examples for stable figures")
+    parser = script_parser(__doc__, full="enough examples for stable figures")
     parser.add_argument("--examples", type=int, help="training sample per setting (256, --full 4096)")
     parser.add_argument("--slow-examples", type=int, help="sample for pad to 128 and bf16 (64, --full 512)")
     parser.add_argument("--settings", nargs="*", choices=list(SETTINGS), help="default: QUICK, --full all")

@@ -17,7 +17,6 @@ median, and the steps each path trained.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -25,18 +24,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from _common import ROOT
+from harness import ROOT, TINY_SHAKESPEARE, require_corpus, script_parser
 from lightning.pytorch import Callback, LightningModule, Trainer
 from plain_loop import adamw, train_step
 
 from lightning_llm.lit.schedules import warmup_cosine
 
 CONFIG = ROOT / "configs" / "gpt-shakespeare-char.yaml"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
 class PlainLoop:
@@ -148,18 +145,14 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser = script_parser(__doc__, data=TINY_SHAKESPEARE)
     parser.add_argument("--blocks", type=int, default=12, help="Trainer blocks (and one plain block more)")
     parser.add_argument("--block_steps", type=int, default=25, help="steps in each block")
     parser.add_argument("--warmup", type=int, default=15, help="untimed first steps of each")
     args, overrides = (
         parser.parse_known_args()
     )  # the rest go to the CLI, e.g. --trainer.enable_progress_bar false
-    if not Path(args.data).is_file():
-        sys.exit(f"error: corpus {args.data} not found; pass --data PATH to a text file")
+    require_corpus(args.data)
     result = measure(args.data, args.blocks, args.block_steps, args.warmup, overrides)
     each = ", ".join(f"{ratio:.3f}" for ratio in result["per_block"])
     print(

@@ -20,16 +20,20 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
-from _common import paired_ratio
+from harness import (
+    ROOT,
+    TINY_SHAKESPEARE,
+    paired_ratio,
+    require_corpus,
+    run_child,
+    script_parser,
+    write_results,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 VARIANTS = {
     "a_plain_loop": {},
     "b_trainer": {"precision": "32-true"},
@@ -62,12 +66,8 @@ TARGET = 0.97  # the issue's bar for b / a
 def interleaved_overhead(data: str, full: bool) -> dict:
     """bench/lm_overhead.py's result: b / a from alternating blocks of steps in one process."""
     blocks, block_steps = (24, 25) if full else (10, 20)
-    command = [sys.executable, str(ROOT / "bench" / "lm_overhead.py"), "--data", data]
-    command += ["--blocks", str(blocks), "--block_steps", str(block_steps)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = [str(ROOT / "bench" / "lm_overhead.py"), "--data", data]
+    return run_child([*argv, "--blocks", str(blocks), "--block_steps", str(block_steps)], peak_rss=False)
 
 
 def steps_for(name: str, steps: int, warmup: int) -> tuple[int, int]:
@@ -81,6 +81,7 @@ def run_variant(name: str, data: str, steps: int, warmup: int, shape: dict) -> d
     """Train `steps` steps and time the ones after `warmup` (compilation and caches excluded)."""
     import lightning.pytorch as pl
 
+    from lightning_llm.callbacks.training_logs import TrainingLogs
     from lightning_llm.data.language_modeling import LanguageModelingDataModule
     from lightning_llm.lit.language_model import LanguageModel
     from lightning_llm.models import GPT
@@ -114,7 +115,7 @@ def run_variant(name: str, data: str, steps: int, warmup: int, shape: dict) -> d
             enable_progress_bar=False,
             enable_model_summary=False,
             limit_val_batches=0,
-            callbacks=[timer],
+            callbacks=[timer, TrainingLogs()],  # what every CLI run logs
             accelerator="cpu",
             devices=1,
         )
@@ -153,11 +154,7 @@ class _StepTimer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--full", action="store_true", help="400 steps, 3 alternating rounds of all five")
+    parser = script_parser(__doc__, data=TINY_SHAKESPEARE, full="400 steps, 3 alternating rounds of all five")
     parser.add_argument("--steps", type=int, help="fp32 training steps per run (default 150, --full 400)")
     parser.add_argument("--warmup", type=int, help="untimed first steps of an fp32 run (15, --full 20)")
     parser.add_argument(
@@ -174,8 +171,7 @@ def main() -> None:
         variant_steps, warmup = steps_for(args.one, steps, args.warmup)
         print(json.dumps(run_variant(args.one, args.data, variant_steps, warmup, SHAPE)))
         return
-    if not Path(args.data).is_file():
-        sys.exit(f"error: corpus {args.data} not found; pass --data PATH to a text file")
+    require_corpus(args.data)
     peak = peak_matmul_flops()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_index in range(rounds):
@@ -184,13 +180,10 @@ def main() -> None:
         chosen = variants if args.full or round_index == 0 else [v for v in variants if v in OVERHEAD_PAIR]
         order = chosen if round_index % 2 == 0 else chosen[::-1]
         for name in order:
-            cmd = [sys.executable, __file__, "--one", name, "--data", args.data, "--steps", str(steps)]
-            done = subprocess.run([*cmd, "--warmup", str(args.warmup)], capture_output=True, text=True)
-            if done.returncode != 0:
-                error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
-                runs[name].append({"variant": name, "error": error})
-            else:
-                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            argv = [__file__, "--one", name, "--data", args.data, "--steps", str(steps)]
+            # the child reports its own peak RSS with its figures
+            result = run_child([*argv, "--warmup", str(args.warmup)], peak_rss=False)
+            runs[name].append({"variant": name, **result})
             print(f"  {runs[name][-1]}", file=sys.stderr, flush=True)
     rows = []
     for results in runs.values():
@@ -234,8 +227,6 @@ def main() -> None:
     if overhead is not None:
         each = ", ".join(f"{ratio:.3f}" for ratio in overhead["per_round"])
         print(f"Separate processes, back to back: b / a = {overhead['median']:.3f} (pairs {each})")
-    out = ROOT / "bench" / "results" / "lm_throughput.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "full": args.full,
         "steps": steps,
@@ -246,8 +237,7 @@ def main() -> None:
         "overhead": overhead,
         "interleaved_overhead": interleaved,
     }
-    out.write_text(json.dumps(record, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    write_results("lm_throughput", record)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import time
 
 PROCESS_START = time.perf_counter()  # before the heavy imports: start-up is part of what is measured
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -30,8 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+from harness import TINY_SHAKESPEARE, script_parser  # noqa: E402
 
 
 # --- the model: nanoGPT's model.py, trimmed to what training uses ---
@@ -151,10 +149,7 @@ def prepare(text_path: Path, data_dir: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser = script_parser(__doc__, data=TINY_SHAKESPEARE)
     parser.add_argument("--max_iters", type=int, default=2000)
     parser.add_argument("--eval_interval", type=int, default=250)
     parser.add_argument("--eval_iters", type=int, default=20)

@@ -8,12 +8,12 @@ cosine schedule, same random windows and the same fixed validation windows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 
 import torch
+from harness import script_parser
 
 from lightning_llm.data.language_modeling import LanguageModelingDataModule
 from lightning_llm.lit.schedules import warmup_cosine
@@ -127,9 +127,7 @@ def train(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--data_path", required=True)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1337)

@@ -21,15 +21,13 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from harness import run_child, script_parser, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
 # The reference points (4 x 128, block 64, batch 12 and 6 x 384, block 256, batch 16) and two
 # widths around them; heads stay 64 wide from 256 up. Fewer windows per step at the wide ones.
 SHAPES = {
@@ -111,10 +109,7 @@ def run_width(width: int, warmup: int, timed: int, full: bool) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--full", action="store_true", help="10 timed steps per variant instead of 3")
+    parser = script_parser(__doc__, full="10 timed steps per variant instead of 3")
     parser.add_argument("--widths", type=int, nargs="*", choices=list(SHAPES), help="default: all four")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one width in this process
     parser.add_argument("--warmup", type=int, help="untimed steps per variant (default 1, --full 3)")
@@ -128,14 +123,11 @@ def main() -> None:
 
     rows = []
     for width in args.widths or list(SHAPES):
-        command = [sys.executable, __file__, "--one", str(width), "--warmup", str(warmup)]
-        command += ["--full"] if args.full else []
-        done = subprocess.run([*command, "--timed", str(timed)], capture_output=True, text=True, cwd=ROOT)
-        if done.returncode != 0:
-            error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
-            results = {variant: {"error": error} for variant in VARIANTS}
-        else:
-            results = json.loads(done.stdout.strip().splitlines()[-1])
+        argv = [__file__, "--one", str(width), "--warmup", str(warmup), *(["--full"] if args.full else [])]
+        # one process runs all four variants: its peak RSS is no one variant's
+        results = run_child([*argv, "--timed", str(timed)], peak_rss=False)
+        if "error" in results:
+            results = {variant: {"error": results["error"]} for variant in VARIANTS}
         good = {variant: r["best_ms"] for variant, r in results.items() if "best_ms" in r}
         winner = min(good, key=good.get) if good else None
         batch_size = SHAPES[width]["batch_size"]
@@ -166,10 +158,7 @@ def main() -> None:
                 cells.append(f"{result['best_ms']:.0f} ({eager / result['best_ms']:.2f}x)")
         shape = f"{row['n_layer']} x {row['n_head']}, {row['block_size']}, {row['batch_size']}"
         print(f"| {row['width']} | {shape} | " + " | ".join(cells) + f" | {row['winner'] or '-'} |")
-    out = ROOT / "bench" / "results" / "precision_crossover.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"full": args.full, "warmup": warmup, "timed": timed, "rows": rows}, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    write_results("precision_crossover", {"full": args.full, "warmup": warmup, "timed": timed, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import RESULTS, ROOT, machine, markdown_table, run_child
+from harness import RESULTS, ROOT, SST2, machine, markdown_table, run_child, script_parser, write_results
 
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
 ALL_LABELS = 67_349
 # Passes over the labelled subset: small subsets need several to converge, the full set one.
 EPOCHS = {1_000: 8, 8_000: 2, ALL_LABELS: 1}
@@ -141,14 +140,15 @@ def table(runs: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = script_parser(
+        __doc__,
+        data=SST2,
+        data_help="the SST-2 folder (train.tsv, dev.tsv)",
+        full="the whole table (about an hour)",
     )
     parser.add_argument(
         "--checkpoint", help="the pretrained GPT (configs/gpt-sst2-pretrain.yaml's last.ckpt)"
     )
-    parser.add_argument("--data", type=Path, default=SST2, help="the SST-2 folder (train.tsv, dev.tsv)")
-    parser.add_argument("--full", action="store_true", help="the whole table (about an hour)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     parser.add_argument(
         "--labels", type=int, nargs="+", default=[1_000, 8_000, ALL_LABELS], help="full mode's sizes"
@@ -160,7 +160,8 @@ def main() -> None:
     if options.child:
         return fit_once(json.loads(options.child), options.logs)
     checkpoint = options.checkpoint or _newest_pretrained()
-    if checkpoint is None or not (options.data / "train.tsv").is_file():
+    sst2 = Path(options.data)
+    if checkpoint is None or not (sst2 / "train.tsv").is_file():
         print(
             "skipped: needs SST-2 (--data) and a pretrained GPT (--checkpoint, configs/gpt-sst2-pretrain.yaml)"
         )
@@ -171,20 +172,21 @@ def main() -> None:
         max_steps = None
     else:  # a taste of the answer in two minutes: 1,000 labels, one seed, 60 steps
         plan, variants, max_steps = [(1_000, 1)], ["random init", "pretrained, full"], 60
-    out = RESULTS / ("pretraining_helps.json" if options.full else "pretraining_helps_quick.json")
+    name = "pretraining_helps" if options.full else "pretraining_helps_quick"
+    out = RESULTS / f"{name}.json"
     runs = json.loads(out.read_text())["rows"] if options.resume and out.is_file() else []
     done = {(r["variant"], r["labels"], r["seed"]) for r in runs if "error" not in r}
     document = {"mode": "full" if options.full else "quick", "machine": machine(), "checkpoint": checkpoint}
     with tempfile.TemporaryDirectory() as folder:
         for labels, seed in plan:
-            data = subset(Path(folder), options.data, labels, seed)
+            data = subset(Path(folder), sst2, labels, seed)
             for variant in variants:
                 if (variant, labels, seed) in done or (variant.startswith("MiniLM") and labels == ALL_LABELS):
                     continue
                 runs.append(run(variant, labels, seed, data, checkpoint, max_steps))
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({**document, "rows": runs}, indent=2) + "\n")
+                # after each run, so a killed one keeps those done
+                write_results(name, {**document, "rows": runs}, announce=False)
     print(table(runs))
     print(f"\nwrote {out.relative_to(ROOT)}")
 

@@ -11,16 +11,12 @@ The tables and the machine description also go to `bench/results/summary.md`.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from _common import machine
+from harness import RESULTS, ROOT, machine, script_parser
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 # Script name -> the most seconds it may take in quick mode, a margin over what it takes on an idle
 # 2-core machine; the whole quick run takes under 10 minutes there.
 QUICK_BUDGET_S = {
@@ -61,10 +57,7 @@ def run_script(name: str, full: bool, extra: list[str]) -> tuple[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--full", action="store_true", help="every script in its full mode")
+    parser = script_parser(__doc__, full="every script in its full mode")
     parser.add_argument("--only", nargs="*", choices=list(QUICK_BUDGET_S), help="run only these scripts")
     parser.add_argument("--data", help="the Tiny Shakespeare text, passed to the LM scripts")
     args = parser.parse_args()

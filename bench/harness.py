@@ -1,12 +1,14 @@
-"""Helpers shared by the bench scripts: the machine in words, one measurement per child process with its
-peak RSS, and the results as a markdown table plus `bench/results/<name>.json`."""
+"""The harness of the bench scripts: their command line and data, the machine in words, one measurement per
+child process with its peak RSS, and the results as a markdown table plus `bench/results/<name>.json`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -16,8 +18,29 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+TINY_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
 # (row key, column header, format spec); a missing value prints as "-".
 Column = tuple[str, str, str]
+
+
+def script_parser(
+    doc: str | None, *, data: Path | None = None, data_help: str = "the corpus", full: str | None = None
+) -> argparse.ArgumentParser:
+    """A bench script's command line: its docstring as the description, layout kept; `--data` (default
+    `data`) and `--full` (help `full`) where given."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data is not None:
+        parser.add_argument("--data", default=str(data), help=f"{data_help} (default: %(default)s)")
+    if full is not None:
+        parser.add_argument("--full", action="store_true", help=full)
+    return parser
+
+
+def require_corpus(path: str) -> None:
+    """Exit with a one-line error unless `path` is a text file to train on."""
+    if not Path(path).is_file():
+        sys.exit(f"error: corpus {path} not found; pass --data PATH to a text file")
 
 
 def machine() -> dict[str, Any]:
@@ -54,9 +77,12 @@ def threads_env(threads: int | None) -> dict[str, str] | None:
     return None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
 
 
-def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `python <argv>` and return the JSON object on its last stdout line, plus `peak_rss_mb`: the
-    child's own peak resident memory (from wait4, so earlier children do not count)."""
+def run_child(
+    argv: Sequence[str], env: dict[str, str] | None = None, *, peak_rss: bool = True
+) -> dict[str, Any]:
+    """Run `python <argv>` and return the JSON object on its last stdout line, or `{"error": <its last stderr
+    line>}`; with `peak_rss`, plus `peak_rss_mb`: the child's own peak resident memory (from wait4, so
+    earlier children do not count)."""
     with tempfile.TemporaryFile(mode="w+") as errors:
         process = subprocess.Popen(
             [sys.executable, *argv], stdout=subprocess.PIPE, stderr=errors, text=True, env=env
@@ -69,9 +95,20 @@ def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[st
             lines = errors.read().strip().splitlines() or [f"exit status {process.returncode}"]
             return {"error": lines[-1][:300]}
     result = json.loads(output.strip().splitlines()[-1])
-    # ru_maxrss is in KiB on Linux.
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    if peak_rss:
+        # ru_maxrss is in KiB on Linux.
+        result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     return result
+
+
+def table_columns(*cells: str) -> list[Column]:
+    """Table columns written as their header and cell, `"examples/s: {examples_per_s:.1f}"`: the header,
+    then the row key and its format spec as a format field."""
+    parsed = []
+    for cell in cells:
+        [(header, key, spec, _)] = string.Formatter().parse(cell)
+        parsed.append((key, header.removesuffix(": "), spec))
+    return parsed
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
@@ -91,19 +128,25 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) ->
     return "\n".join(lines)
 
 
+def write_results(name: str, document: dict[str, Any], announce: bool = True) -> Path:
+    """Write `document` to `bench/results/<name>.json`; with `announce`, print where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    if announce:
+        print(f"\nwrote {out.relative_to(ROOT)}")
+    return out
+
+
 def report(
     name: str, full: bool, rows: Sequence[dict[str, Any]], columns: Sequence[Column], **facts: Any
 ) -> Path:
     """Print the table; write `bench/results/<name>.json` with the mode, the machine, `facts` and the rows."""
     print(markdown_table(rows, columns))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
     # A machine description taken before the runs (its load average) wins over one taken now.
     document = {"mode": "full" if full else "quick", "machine": facts.pop("machine", None) or machine()}
     document.update(facts, rows=list(rows))
-    out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
-    return out
+    return write_results(name, document)
 
 
 def paired_ratio(
