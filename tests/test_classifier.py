@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.cli import main
 from lightning_llm.data.classification import TextClassificationDataModule
@@ -45,6 +46,7 @@ def trainer(**kwargs) -> pl.Trainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
+        "callbacks": [ClassificationMetrics()],  # the CLI adds it to every classifier run
     }
     return pl.Trainer(**(options | kwargs))
 

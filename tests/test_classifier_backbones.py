@@ -11,10 +11,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from bert_fixtures import sst_like_dir, tiny_bert  # noqa: F401
+from bert_fixtures import classifier_overrides, sst_like_dir, tiny_bert  # noqa: F401
 from gpt_fixtures import gpt_checkpoints  # noqa: F401
 
 from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
+from lightning_llm.cli import build_cli
 from lightning_llm.data.classification import TextClassificationDataModule
 from lightning_llm.errors import UserError
 from lightning_llm.lit.classifier import SequenceClassifier
@@ -153,9 +154,15 @@ def test_backbone_lr_ratio_without_unfreezing_is_refused(gpt_checkpoints):
         SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])), backbone_lr_ratio=0.5)
 
 
-def test_metrics_callback_the_user_configured_is_kept(gpt_checkpoints):
-    module = SequenceClassifier(GPTClassifier(str(gpt_checkpoints["bpe"])))
-    assert any(isinstance(c, ClassificationMetrics) for c in module.configure_callbacks())
-    own = ClassificationMetrics(confusion_matrix=False)
-    module.trainer = pl.Trainer(callbacks=[own], logger=False, enable_progress_bar=False)
-    assert not any(isinstance(c, ClassificationMetrics) for c in module.configure_callbacks())  # theirs stays
+def test_the_cli_adds_metrics_to_a_classifier_and_keeps_the_users_own(sst_like_dir, tiny_bert):
+    args = classifier_overrides(sst_like_dir, tiny_bert)
+    added = [c for c in build_cli(args, run=False).trainer.callbacks if isinstance(c, ClassificationMetrics)]
+    assert len(added) == 1 and added[0].confusion_matrix
+    own = ["--trainer.callbacks+=lightning_llm.callbacks.classification_metrics.ClassificationMetrics"]
+    own += ["--trainer.callbacks.confusion_matrix", "false"]
+    kept = [
+        c
+        for c in build_cli([*args, *own], run=False).trainer.callbacks
+        if isinstance(c, ClassificationMetrics)
+    ]
+    assert len(kept) == 1 and not kept[0].confusion_matrix  # theirs, with their settings

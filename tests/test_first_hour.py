@@ -23,10 +23,10 @@ from torch import nn
 import lightning_llm.lit.classifier as classifier_module
 from lightning_llm.cli import main
 from lightning_llm.data.corpus import CODEC_TABLE, stdlib_sources
-from lightning_llm.data.tokenizers import BPETokenizer
 from lightning_llm.generate import CHOICE_ENV
 from lightning_llm.lit.language_model import LanguageModel
 from lightning_llm.models.sampling import GenerateMixin
+from lightning_llm.tokenizers import BPETokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -106,12 +106,12 @@ def test_hub_dataset_is_read_through_the_datasets_package(monkeypatch):
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda name, config, split: calls.append((name, config, split)) or rows
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    dm = LanguageModelingDataModule(hf_dataset="wikitext", hf_config="raw", block_size=16, cache_dir="cache")
+    dm = LanguageModelingDataModule("hub:wikitext:raw:train", block_size=16, cache_dir="cache")
     assert dm.vocab_size > 10
     assert calls == [("wikitext", "raw", "train")]
     assert dm.tokenizer.decode(dm.cache.tokens[:24].tolist()) == "line 0 of a hub corpus\nl"
     with pytest.raises(UserError, match=r"no column .body. \(it has .text., .id.\); set --data\.text_column"):
-        LanguageModelingDataModule(hf_dataset="wikitext", text_column="body", cache_dir="cache").vocab_size  # noqa: B018
+        LanguageModelingDataModule("hub:wikitext:raw:train", text_column="body", cache_dir="cache").vocab_size  # noqa: B018
 
 
 def test_hub_dataset_without_the_extra_names_the_install(monkeypatch):
@@ -119,7 +119,7 @@ def test_hub_dataset_without_the_extra_names_the_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails as if not installed
     with pytest.raises(UserError, match=r"lightning-llm\[hub\]"):
-        LanguageModelingDataModule(hf_dataset="wikitext", cache_dir="cache").vocab_size  # noqa: B018
+        LanguageModelingDataModule("hub:wikitext:train", cache_dir="cache").vocab_size  # noqa: B018
 
 
 # --- one column of a table as pretraining text ---

@@ -192,8 +192,10 @@ class TinyRegression(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [TrainingLogs("examples", lambda batch: len(batch[0]))]
+    throughput_unit = "examples"
+
+    def units_in(self, batch: list[torch.Tensor]) -> int:
+        return len(batch[0])
 
 
 def test_throughput_leaves_validation_time_out():
@@ -204,7 +206,7 @@ def test_throughput_leaves_validation_time_out():
         val_check_interval=15,
         limit_val_batches=1,
         num_sanity_val_steps=0,
-        callbacks=[SlowValidation()],
+        callbacks=[SlowValidation(), TrainingLogs()],
         logger=pl.loggers.CSVLogger("logs"),
         enable_progress_bar=False,
         enable_model_summary=False,

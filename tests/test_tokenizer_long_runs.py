@@ -14,7 +14,7 @@ import numpy as np
 
 from lightning_llm.data.corpus import FileCorpus
 from lightning_llm.data.token_cache import build_or_load
-from lightning_llm.data.tokenizers import MAX_RUN_CHARS, BPETokenizer, _tiktoken_twin, tokenizer_from_json
+from lightning_llm.tokenizers import MAX_RUN_CHARS, BPETokenizer, _tiktoken_twin, tokenizer_from_json
 
 # The build takes about 12 s here; before the cap it ran past this (quadratic), so a regression fails, not hangs.
 BUILD_TIMEOUT_S = 120

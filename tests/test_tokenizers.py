@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lightning_llm.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
+from lightning_llm.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer, tokenizer_from_json
 
 TEXT = "Hello, wörld! def f(x):\n    return x ** 2  # ünïcode ✓\n" * 20
 

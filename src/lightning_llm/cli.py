@@ -18,10 +18,12 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
 from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
+from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.checkpoint_files import (
     model_description,
     read_checkpoint,
@@ -39,10 +41,12 @@ from lightning_llm.cli_help import (
     run_command,
     wants_config_keys,
 )
-from lightning_llm.data.tokenizers import tokenizer_from_json
 from lightning_llm.errors import UserError, exit_on_user_error, user_error_in
-from lightning_llm.parallel import is_sharding_strategy
-from lightning_llm.sharded_checkpoints import check_sharded_folder, install_safe_sharded_reads
+from lightning_llm.lit.classifier import SequenceClassifier
+from lightning_llm.monitored_metrics import check_monitored_metrics
+from lightning_llm.parallel import check_resumable_folder
+from lightning_llm.parallel.sharded_checkpoints import check_sharded_folder, install_safe_sharded_reads
+from lightning_llm.tokenizers import tokenizer_from_json
 
 # Facts owned by the data module, copied into the model when both are built. A link whose source or
 # target does not exist for the chosen classes is skipped by jsonargparse, so one CLI serves both jobs.
@@ -217,16 +221,16 @@ class LLMCLI(LightningCLI):
                 callbacks[index] = StepAwareProgressBar()
         # the health check first: no callback (text samples, checkpoints) may see broken weights before it
         callbacks.sort(key=lambda callback: not isinstance(callback, StopOnNonFiniteLoss))
+        wants_metrics = isinstance(self.model, SequenceClassifier)
+        if wants_metrics and not any(isinstance(callback, ClassificationMetrics) for callback in callbacks):
+            callbacks.append(ClassificationMetrics())  # accuracy, F1 ... and the confusion matrix
+        if self.subcommand == "fit":
+            check_monitored_metrics(self.trainer, self.model)
         ckpt_path = self.config.get(self.subcommand, {}).get("ckpt_path") if self.subcommand else None
         if not ckpt_path or ckpt_path in ("hpc", "registry"):
             return
         if Path(ckpt_path).is_dir():
-            if not is_sharding_strategy(self.trainer.strategy):
-                raise UserError(
-                    f"checkpoint {ckpt_path} is a sharded folder: resume it under the strategy and number of "
-                    "processes that wrote it (configs/trainer/fsdp2.yaml), or merge it for one process with "
-                    f"`lightning-llm consolidate {ckpt_path}`"
-                )
+            check_resumable_folder(ckpt_path, self.trainer.strategy)
         elif self.checkpoint is not None:  # a wrong checkpoint fails here with one sentence, not in Lightning
             check_fits(self.checkpoint, self.model, ckpt_path)
             check_same_tokenizer(self.checkpoint, self.datamodule, ckpt_path)
@@ -459,7 +463,13 @@ def build_cli(args: list[str] | None, run: bool = True, callbacks: Sequence[Call
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         trainer_defaults={
-            "callbacks": [GracefulStop(), StopOnNonFiniteLoss(), RandomStateCheckpoint(), *callbacks]
+            "callbacks": [
+                GracefulStop(),
+                StopOnNonFiniteLoss(),
+                RandomStateCheckpoint(),
+                TrainingLogs(),  # train/lr, grad_norm, throughput, the HParams tab
+                *callbacks,
+            ]
         },
         parser_class=ConciseArgumentParser,
         args=args,

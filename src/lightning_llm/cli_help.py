@@ -76,6 +76,22 @@ def closest_key(key: str, parser: ArgumentParser, argv: list[str]) -> str | None
     return f"{typed[: -len(key)]}{match[0][2:]}" if typed else match[0]
 
 
+# Keys renamed so that both pipelines say the same thing the same way: an old config names the new key.
+RENAMED_KEYS = {
+    "val_batch_size": "data.eval_batch_size (as in the classifier)",
+    "hf_dataset": "data.path hub:<dataset>[:<config>]:<split> (as in the classifier's splits)",
+    "hf_config": "data.path hub:<dataset>:<config>:<split>",
+    "hf_split": "data.path hub:<dataset>[:<config>]:<split>",
+}
+
+
+def renamed_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    renamed = RENAMED_KEYS.get(key.lstrip("-").rsplit(".", 1)[-1])
+    return f"; that key is now {renamed}" if renamed else None
+
+
 class ConciseErrors:
     """Mixed into an argument parser: a mistake prints as one `error:` line with the closest valid key and
     the command that lists the valid ones, instead of the usage text and the whole config."""
@@ -87,7 +103,7 @@ class ConciseErrors:
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         key = unknown_key(message)
         suggestion = closest_key(key, self, self.argv) if key else None  # type: ignore[arg-type]
-        near = f"; did you mean {suggestion}?" if suggestion else ""
+        near = renamed_key(key) or (f"; did you mean {suggestion}?" if suggestion else "")
         hint = help_hint(self.command, key)
         print(f"error: {self.context}{concise_error(message)}{near} ({hint})", file=sys.stderr)
         raise SystemExit(2)

@@ -22,7 +22,7 @@ import torch
 from lightning_llm.atomic import atomic_open
 from lightning_llm.cli_help import run_command
 from lightning_llm.errors import UserError
-from lightning_llm.sharded_checkpoints import check_sharded_folder, load_sharded_checkpoint
+from lightning_llm.parallel.sharded_checkpoints import check_sharded_folder, load_sharded_checkpoint
 
 
 def default_output(checkpoint_folder: Path) -> Path:

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata
 
 from lightning_llm.errors import UserError
-from lightning_llm.sharded_checkpoints import (
+from lightning_llm.parallel.sharded_checkpoints import (
     MetadataUnpickler,
     check_sharded_folder,
     install_safe_sharded_reads,

@@ -36,6 +36,10 @@ class ClassificationMetrics(pl.Callback):
         self._metrics: dict[str, MetricCollection] = {}
         self._confusion: MulticlassConfusionMatrix | None = None
 
+    def logged_metrics(self, pl_module: pl.LightningModule, split: str) -> list[str]:
+        """The metrics this callback logs for `pl_module` in an evaluation of `split` (val, test)."""
+        return [f"{split}/{name}" for name in metric_names(pl_module.num_labels)]
+
     # --- validation ---
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start("val", pl_module)
@@ -92,6 +96,11 @@ class ClassificationMetrics(pl.Callback):
         # compute() gathers the counts of every process itself, so no further sync is needed
         values = {f"{split}/{name}": value for name, value in metrics.compute().items()}
         pl_module.log_dict(values, prog_bar=split == "val", sync_dist=False)
+
+
+def metric_names(num_labels: int) -> list[str]:
+    """What `val/<name>` and `test/<name>` this callback logs for a task with `num_labels` outputs."""
+    return list(metrics_for(num_labels).keys())
 
 
 def metrics_for(num_labels: int) -> MetricCollection:

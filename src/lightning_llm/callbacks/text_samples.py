@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_llm.errors import UserError
 from lightning_llm.models.sampling import check_sampling_options
+from lightning_llm.parallel import every_rank_runs_the_model
 
 
 class TextSamples(pl.Callback):
@@ -47,9 +47,12 @@ class TextSamples(pl.Callback):
                     "prompt under trainer.callbacks in the config"
                 ) from None
 
-    @rank_zero_only
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or getattr(pl_module, "tokenizer", None) is None:
+            return
+        # Rank 0 samples; with sharded parameters every rank must join each forward pass, so all sample the
+        # same text (same prompt, seed and length) and only rank 0's logger writes.
+        if not trainer.is_global_zero and not every_rank_runs_the_model(trainer, pl_module.network):
             return
         text = pl_module.generate_text(
             self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed

@@ -1,6 +1,6 @@
 """What every run shows in TensorBoard beside its losses: learning rate, gradient norm, throughput, and the
-hyperparameters next to the final metrics (the HParams tab). Each LightningModule adds it itself
-(`configure_callbacks`), naming what its throughput counts."""
+hyperparameters next to the final metrics (the HParams tab). The CLI adds it to every run; the module names
+what its throughput counts (`throughput_unit`, `units_in(batch)`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+
+from lightning_llm.logging_steps import is_logging_step
+from lightning_llm.parallel import gradient_norm
 
 PlainValue = bool | int | float | str
 
@@ -27,14 +30,12 @@ class TrainingLogs(pl.Callback):
     `default_hp_metric: false` on the TensorBoardLogger (the shipped configs do), or Lightning writes an
     experiment whose only metric is a placeholder `hp_metric`.
 
-    Args:
-        unit: What the throughput counts, e.g. "tokens" or "examples"; the tag is `train/<unit>_per_sec`.
-        count: The number of `unit`s in one batch of one process.
+    The throughput counts what the module says: its `throughput_unit` (e.g. "tokens", "examples"; the tag is
+    `train/<unit>_per_sec`) and `units_in(batch)`, the number of them in one batch of one process; a module
+    without them is measured in batches.
     """
 
-    def __init__(self, unit: str, count: Callable[[Any], int]) -> None:
-        self.unit = unit
-        self.count = count
+    def __init__(self) -> None:
         self._counted = 0  # units trained on by this process since the last throughput log
         self._since = time.perf_counter()  # when that count started, shifted past validation pauses
         self._paused_at: float | None = None
@@ -53,12 +54,14 @@ class TrainingLogs(pl.Callback):
     # --- learning rate, gradient norm and throughput, on the steps Lightning writes logs ---
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._counted, self._since = 0, time.perf_counter()
+        self.unit = getattr(pl_module, "throughput_unit", "batches")
+        self.count: Callable[[Any], int] = getattr(pl_module, "units_in", lambda batch: 1)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         self._stepped = True
-        if _logs_this_step(trainer, trainer.global_step + 1):  # global_step counts this step once it is done
+        if is_logging_step(trainer, trainer.global_step + 1):  # global_step counts this step once it is done
             pl_module.log("train/grad_norm", gradient_norm(pl_module, trainer.strategy.model))
 
     def on_train_batch_end(
@@ -66,7 +69,7 @@ class TrainingLogs(pl.Callback):
     ) -> None:
         self._counted += self.count(batch)
         stepped, self._stepped = self._stepped, False
-        if not (stepped and _logs_this_step(trainer, trainer.global_step)):
+        if not (stepped and is_logging_step(trainer, trainer.global_step)):
             return
         now = time.perf_counter()
         units_per_sec = self._counted * trainer.world_size / max(now - self._since, 1e-9)
@@ -95,49 +98,6 @@ def _write_session_summary(trainer: pl.Trainer, params: dict[str, PlainValue], s
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment._get_file_writer().add_summary(session_start if start else session_end)
-
-
-def logs_this_step(trainer: pl.Trainer) -> bool:
-    """Whether the training batch now running is one whose `on_step` values Lightning writes to the loggers,
-    or the run's last batch (of the last epoch, or at `max_steps`).
-
-    A module that logs its training loss only then saves the ~3 ms each `self.log` call costs (4% of a step
-    of the 4 x 128 GPT recipe). The progress bar and `trainer.callback_metrics["train/loss"]` then hold the
-    loss of the latest such step, and the last one of a run is always there.
-    """
-    step = trainer.global_step + 1
-    max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1  # -1: no epoch limit
-    last = trainer.is_last_batch and 0 <= max_epochs <= trainer.current_epoch + 1
-    return _logs_this_step(trainer, step) or trainer.should_stop or last or step >= trainer.max_steps > 0
-
-
-def _logs_this_step(trainer: pl.Trainer, step: int) -> bool:
-    # The steps at which Lightning writes `on_step` values to the loggers.
-    return trainer.log_every_n_steps > 0 and step > 0 and step % trainer.log_every_n_steps == 0
-
-
-def gradient_norm(module: torch.nn.Module, wrapped: torch.nn.Module | None = None) -> torch.Tensor:
-    """The L2 norm of all gradients of `module` as one vector, the same on every rank.
-
-    DDP has already averaged the gradients; FSDP2 keeps them as DTensor shards (their norm is a DTensor);
-    FSDP1 (`wrapped` is the root FullyShardedDataParallel) holds disjoint local shards, whose squared norms
-    are summed over ranks: every rank joins that sum, also one whose shard has no gradient.
-    """
-    from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.tensor import DTensor
-
-    fsdp1 = isinstance(wrapped, FullyShardedDataParallel) and torch.distributed.is_initialized()
-    # FSDP1's root holds flat parameters that `module.parameters()` does not list.
-    grads = [p.grad for p in (wrapped if fsdp1 else module).parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else torch.zeros(())
-    if isinstance(norm, DTensor):
-        return norm.full_tensor()
-    if fsdp1:
-        device = next(wrapped.parameters()).device
-        squared = norm.float().to(device) ** 2
-        torch.distributed.all_reduce(squared)
-        return squared.sqrt()
-    return norm
 
 
 def plain_hyperparameters(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, PlainValue]:

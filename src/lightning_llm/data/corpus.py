@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from lightning_llm.data.hub import describe_hub_source, is_hub_source, load_hub_split
 from lightning_llm.data.labelled_text import SUFFIXES as TABLE_SUFFIXES
 from lightning_llm.data.labelled_text import read_table
 from lightning_llm.data.text_encoding import binary_file_error, detect_encoding
@@ -76,6 +77,11 @@ def resolve_files(path: str | Sequence[str]) -> list[Path]:
         if pattern == STDLIB:
             files.extend(stdlib_sources())
             continue
+        if is_hub_source(pattern):
+            raise UserError(
+                f"data.path lists the hub dataset {pattern!r} among other sources; a hub dataset is read alone: "
+                "set data.path to that one source"
+            )
         candidate = Path(pattern).expanduser()
         if candidate.is_dir():
             found = sorted(
@@ -247,20 +253,15 @@ class FileCorpus:
 
 
 class HubCorpus:
-    """One text column of a Hugging Face dataset (needs the `hub` extra: `pip install lightning-llm[hub]`)."""
+    """One text column of a Hugging Face dataset split, `hub:<dataset>[:<config>]:<split>` (needs the `hub`
+    extra: `pip install lightning-llm[hub]`)."""
 
-    def __init__(self, name: str, config: str | None, split: str, text_column: str) -> None:
-        try:
-            import datasets
-        except ImportError:
-            raise UserError(
-                f"data.hf_dataset={name!r} needs the `datasets` package: pip install 'lightning-llm[hub]'"
-            ) from None
-        self.name = name
-        self.dataset = datasets.load_dataset(name, config, split=split)
+    def __init__(self, source: str, text_column: str) -> None:
+        self.name = describe_hub_source(source)
+        self.dataset = load_hub_split(source)
         if text_column not in self.dataset.column_names:
             raise UserError(
-                f"dataset {name} has no column {text_column!r} (it has {', '.join(map(repr, self.dataset.column_names))}); "
+                f"{self.name} has no column {text_column!r} (it has {', '.join(map(repr, self.dataset.column_names))}); "
                 "set --data.text_column to one of those"
             )
         self.text_column = text_column
@@ -281,7 +282,7 @@ class HubCorpus:
             text = row[self.text_column]
             if not isinstance(text, str):
                 raise UserError(
-                    f"dataset {self.name} row {index} holds {type(text).__name__} {short_repr(text)} in column "
+                    f"{self.name} row {index} holds {type(text).__name__} {short_repr(text)} in column "
                     f"{self.text_column!r}, not text; set --data.text_column to the column that holds the text"
                 )
             yield text + "\n"

@@ -10,17 +10,16 @@ can name the file and the line.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_llm.data.hub import describe_hub_source, is_hub_source, load_hub_split
 from lightning_llm.data.text_encoding import open_text
 from lightning_llm.errors import UserError
 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
-HUB_PREFIX = "hub:"
 TABLE_FILE_FIX = "re-save it as UTF-8 (in a spreadsheet or editor: Save As, encoding UTF-8)."
 
 
@@ -66,16 +65,16 @@ class TextTable:
 def read_source(source: str, data_dir: str | Path) -> TextTable:
     """Read one split's source: a file under `data_dir` (or an absolute path), or a Hugging Face dataset split
     written `hub:<dataset>:<split>` or `hub:<dataset>:<config>:<split>` (e.g. `hub:glue:sst2:validation`)."""
-    if not source.startswith(HUB_PREFIX):
+    if not is_hub_source(source):
         return read_table(Path(data_dir).expanduser() / Path(source).expanduser())
-    parts = source[len(HUB_PREFIX) :].split(":")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise UserError(
-            f"hub source {source!r} must be hub:<dataset>:<split> or hub:<dataset>:<config>:<split>, "
-            "e.g. hub:glue:sst2:validation"
-        )
-    dataset, *config, split = parts
-    return read_hub_split(dataset, config[0] if config else None, split)
+    loaded = load_hub_split(source)
+    rows: list[dict[str, Any]] = list(loaded)
+    return TextTable(
+        source=describe_hub_source(source),
+        columns=list(loaded.column_names),
+        rows=rows,
+        lines=[0] * len(rows),
+    )
 
 
 def read_table(path: Path) -> TextTable:
@@ -135,26 +134,3 @@ def _read_jsonl(path: Path) -> TextTable:
             lines.append(number)
             columns.update(dict.fromkeys(row))
     return TextTable(source=str(path), columns=list(columns), rows=rows, lines=lines)
-
-
-def read_hub_split(dataset: str, config: str | None, split: str) -> TextTable:
-    """Load one split of a Hugging Face dataset (needs the optional `datasets` package)."""
-    try:
-        datasets = importlib.import_module("datasets")
-    except ImportError:
-        raise UserError(
-            f"reading the hub dataset {dataset!r} needs the 'datasets' package; "
-            "install it with: pip install 'lightning-llm[hub]' (or use local files with --data.data_dir)."
-        ) from None
-    name = f"{dataset}/{config}" if config else dataset
-    try:
-        loaded = datasets.load_dataset(dataset, config, split=split)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        raise UserError(f"cannot load split {split!r} of hub dataset {name!r}: {error}") from None
-    rows: list[dict[str, Any]] = list(loaded)
-    return TextTable(
-        source=f"hub dataset {name} split {split!r}",
-        columns=list(loaded.column_names),
-        rows=rows,
-        lines=[0] * len(rows),
-    )

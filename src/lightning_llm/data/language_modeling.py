@@ -8,11 +8,12 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
+from lightning_llm.data.hub import is_hub_source
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
 from lightning_llm.data.token_cache import TokenCache, build_or_load
-from lightning_llm.data.tokenizers import Tokenizer
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
+from lightning_llm.tokenizers import Tokenizer
 
 MIN_BPE_VOCAB = 257  # every byte, plus <|endoftext|>: a smaller size would silently become this one
 
@@ -26,23 +27,21 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             generated tables (the encodings package's table codecs such as cp1252.py and mac_roman.py,
             pydoc_data/topics.py, _sysconfigdata_*.py, stringprep.py, re/_casefix.py, html/entities.py).
             A table (.tsv, .csv, .jsonl) contributes only its `text_column`, one row per line; other files
-            their whole text.
+            their whole text. Or one Hugging Face dataset split, `hub:<dataset>[:<config>]:<split>` (e.g.
+            `hub:wikitext:wikitext-2-raw-v1:train`; needs the `hub` extra).
         text_column: The column holding the text, in table files (.tsv, .csv, .jsonl) of `path` and in
-            the hub dataset; the other columns (labels, ids) and the header are left out.
+            a hub dataset; the other columns (labels, ids) and the header are left out.
         tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
         bpe_vocab_size: Vocabulary size of the BPE tokenizer.
         block_size: Context length of each training window; the model's block size is linked to it.
         batch_size: Windows per batch (per device).
         val_fraction: The last fraction of the token stream is held out for validation.
         val_windows: Number of fixed validation windows, evenly spaced over the validation tokens.
-        val_batch_size: Windows per validation batch (default: batch_size). The loss is token-weighted over
-            the same windows whatever the batching, and larger batches evaluate faster on a CPU.
+        eval_batch_size: Windows per validation / test batch (default: batch_size). The loss is token-weighted
+            over the same windows whatever the batching, and larger batches evaluate faster on a CPU.
         cache_dir: Where the tokenizer and the encoded corpus are kept, keyed by content and settings.
         seed: Seed of the training windows; the same seed gives the same batches.
         num_workers: DataLoader workers; batches are gathered from a memmap, so 0 is usually fastest.
-        hf_dataset: A Hugging Face hub dataset to read instead of `path` (needs the `hub` extra).
-        hf_config: The dataset's configuration name, if it has several.
-        hf_split: The split to read.
     """
 
     def __init__(
@@ -55,13 +54,10 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         batch_size: int = 12,
         val_fraction: float = 0.1,
         val_windows: int = 1000,
-        val_batch_size: int | None = None,
+        eval_batch_size: int | None = None,
         cache_dir: str = ".cache/lightning-llm",
         seed: int = 1337,
         num_workers: int = 0,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        hf_split: str = "train",
     ) -> None:
         super().__init__()
         if tokenizer not in ("char", "bpe"):
@@ -81,7 +77,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             ("block_size", block_size),
             ("batch_size", batch_size),
             ("val_windows", val_windows),
-            ("val_batch_size", batch_size if val_batch_size is None else val_batch_size),
+            ("eval_batch_size", batch_size if eval_batch_size is None else eval_batch_size),
         ):
             if value < 1:
                 raise UserError(f"data.{name} is {value}: it must be at least 1")
@@ -93,22 +89,20 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.val_windows = val_windows
-        self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.cache_dir = cache_dir
         self.seed = seed
         self.num_workers = num_workers
         self.text_column = text_column
-        self.hf = (hf_dataset, hf_config, hf_split)
         self._cache: TokenCache | None = None
 
     # --- the corpus, prepared on first use (the CLI reads vocab_size right after __init__) ---
     @property
     def cache(self) -> TokenCache:
         if self._cache is None:
-            name, config, split = self.hf
             corpus = (
-                HubCorpus(name, config, split, self.text_column)
-                if name
+                HubCorpus(self.path, self.text_column)
+                if is_hub_source(self.path)
                 else FileCorpus(resolve_files(self.path), text_column=self.text_column)
             )
             self._cache = build_or_load(corpus, self.cache_dir, self.tokenizer_kind, self.bpe_vocab_size)
@@ -182,7 +176,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
         return DataLoader(
             dataset,
-            batch_size=self.val_batch_size,
+            batch_size=self.eval_batch_size,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             generator=loader_generator(),

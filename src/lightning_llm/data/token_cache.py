@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lightning_llm.atomic import atomic_open, atomic_write_text, remove_stale_temp_files
-from lightning_llm.data.tokenizers import Tokenizer, encode_stream, load_tokenizer, train_tokenizer
 from lightning_llm.errors import UserError
+from lightning_llm.tokenizers import Tokenizer, encode_stream, load_tokenizer, train_tokenizer
 
 CACHE_FORMAT = 1
 # BPE learns its merges from at most this much text, spread evenly over a bigger corpus: its word counts grow

@@ -17,19 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
-from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
 from lightning_llm.errors import UserError
 from lightning_llm.lit.hparams import built_by_cli
 from lightning_llm.lit.optim import adamw_groups, check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_linear
+from lightning_llm.logging_steps import logs_this_step
 from lightning_llm.models.lora import LoRA, adapter_parameters, add_lora, merged_copy, set_merged
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -174,8 +173,15 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
     def _evaluate(self, batch: dict[str, Any], split: str) -> dict[str, torch.Tensor]:
         logits = self._logits(batch)
         labels = batch["labels"]
-        self.log(f"{split}/loss", self._loss(logits, labels), prog_bar=split == "val", batch_size=len(labels))
+        loss = self._loss(logits, labels)
+        # sync_dist: the mean over every process's rows (Lightning weights each rank's mean by its row count)
+        self.log(f"{split}/loss", loss, prog_bar=split == "val", batch_size=len(labels), sync_dist=True)
         return {"predictions": self._predictions(logits), "labels": labels}
+
+    def evaluation_metrics(self, split: str) -> list[str]:
+        """The metrics an evaluation logs itself; accuracy and the rest come from the ClassificationMetrics
+        callback, which the CLI adds."""
+        return [f"{split}/loss"]
 
     def predict_step(
         self, batch: dict[str, Any], batch_index: int, dataloader_idx: int = 0
@@ -192,15 +198,11 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         rows["probability"] = probabilities.tolist()
         return rows
 
-    def configure_callbacks(self) -> list[Callback]:
-        # train/lr, train/grad_norm, train/examples_per_sec and the HParams tab, shared with the language model
-        callbacks: list[Callback] = [TrainingLogs("examples", _examples_in)]
-        configured = self._trainer is not None and any(
-            isinstance(callback, ClassificationMetrics) for callback in self._trainer.callbacks
-        )
-        if not configured:  # Lightning would replace the user's own (with their settings) by this one
-            callbacks.append(ClassificationMetrics())
-        return callbacks
+    # What `train/<unit>_per_sec` counts (the CLI's TrainingLogs callback reads these two).
+    throughput_unit = "examples"
+
+    def units_in(self, batch: dict[str, Any]) -> int:
+        return len(batch["labels"])
 
     # Optimisation (the scale-out hooks come from ScaleOutHooks).
 
@@ -325,7 +327,3 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         for parameter in self.frozen:
             parameter.requires_grad_(True)
         self.unfrozen = True
-
-
-def _examples_in(batch: dict[str, Any]) -> int:
-    return len(batch["labels"])

@@ -10,16 +10,14 @@ import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 
-from lightning_llm.callbacks.text_samples import TextSamples
-from lightning_llm.callbacks.training_logs import TrainingLogs, logs_this_step
-from lightning_llm.data.tokenizers import Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.lit.hparams import built_by_cli
 from lightning_llm.lit.optim import adamw_groups, check_adamw_settings
 from lightning_llm.lit.scale_out import ScaleOutHooks
 from lightning_llm.lit.schedules import warmup_cosine
+from lightning_llm.logging_steps import logs_this_step
 from lightning_llm.models.sampling import filter_logits
-from lightning_llm.parallel import is_sharded
+from lightning_llm.tokenizers import Tokenizer, tokenizer_from_json
 
 
 class LanguageModel(ScaleOutHooks, pl.LightningModule):
@@ -105,20 +103,11 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def configure_callbacks(self) -> list[pl.Callback]:
-        # train/lr, train/grad_norm, train/tokens_per_sec and the HParams tab, shared with the classifier
-        return [TrainingLogs("tokens", _tokens_in)]
+    # What `train/<unit>_per_sec` counts (the CLI's TrainingLogs callback reads these two).
+    throughput_unit = "tokens"
 
-    def on_fit_start(self) -> None:
-        # With sharded parameters (FSDP) every forward pass is a collective that all ranks must join, but
-        # TextSamples samples on rank 0 only (rank_zero_only): let it sample on every rank instead. The
-        # same prompt, seed and length give every rank the same forward passes; only rank 0's logger
-        # writes (the others hold a dummy experiment).
-        if self.trainer.world_size > 1 and is_sharded(self.model):
-            sampling = getattr(TextSamples.on_validation_end, "__wrapped__", None)
-            for callback in self.trainer.callbacks:
-                if isinstance(callback, TextSamples) and sampling is not None:
-                    callback.on_validation_end = functools.partial(sampling, callback)
+    def units_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return batch[0].numel()  # (B, T) input ids
 
     # --- evaluation: the token-weighted mean loss over all ranks, and its perplexity ---
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -135,6 +124,10 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
         self.log_dict(
             {f"{split}/loss": loss, f"{split}/ppl": torch.exp(loss)}, prog_bar=split == "val", sync_dist=False
         )
+
+    def evaluation_metrics(self, split: str) -> list[str]:
+        """The metrics an evaluation logs."""
+        return [f"{split}/loss", f"{split}/ppl"]
 
     def on_validation_epoch_start(self) -> None:
         self._eval_loss_sum = torch.zeros(2)
@@ -243,7 +236,3 @@ def _heal_last_token(
 def _token_texts(tokenizer: Tokenizer) -> list[str]:
     """Each token id's text, computed once per tokenizer (GPT-2's 50k tokens take a fraction of a second)."""
     return [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-
-
-def _tokens_in(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    return batch[0].numel()  # (B, T) input ids

@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from lightning_llm.parallel import clip_gradients, is_sharding_strategy, parallelize
-from lightning_llm.sharded_checkpoints import install_safe_sharded_reads
+from lightning_llm.parallel.sharded_checkpoints import install_safe_sharded_reads
 
 
 class ScaleOutHooks(pl.LightningModule):

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 
 from lightning_llm.checkpoint_files import model_description, read_checkpoint, require_class
-from lightning_llm.data.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
 from lightning_llm.errors import UserError
 from lightning_llm.models.gpt import GPT, GPTConfig
 from lightning_llm.models.text_encoding import EncodedTexts, UnencodableText
+from lightning_llm.tokenizers import END_OF_TEXT, BPETokenizer, Tokenizer, tokenizer_from_json
 
 LANGUAGE_MODEL = "lightning_llm.lit.language_model.LanguageModel"
 GPT_CLASS_PATHS = ("lightning_llm.models.GPT", "lightning_llm.models.gpt.GPT")

@@ -1,4 +1,6 @@
-"""Per-block activation checkpointing, compilation and FSDP2 sharding, shared by every LightningModule.
+"""Everything that knows about ranks and shards: per-block activation checkpointing, compilation and FSDP2
+sharding (shared by every LightningModule), gradient norms and clipping over shards, and which folders and
+forward passes need every rank. Reading sharded checkpoint folders safely is `sharded_checkpoints`.
 
 `parallelize(model, device_mesh, compile, activation_checkpointing)` applies, in this order:
 1. activation checkpointing of each repeated block (recompute its activations in the backward pass),
@@ -12,12 +14,15 @@ BERT, the largest `nn.ModuleList` whose children all share one class (`bert.enco
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn as nn
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.constants import default_pg_timeout
+
+from lightning_llm.errors import UserError
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -134,6 +139,30 @@ def is_sharded(model: nn.Module) -> bool:
     )
 
 
+def gradient_norm(module: torch.nn.Module, wrapped: torch.nn.Module | None = None) -> torch.Tensor:
+    """The L2 norm of all gradients of `module` as one vector, the same on every rank.
+
+    DDP has already averaged the gradients; FSDP2 keeps them as DTensor shards (their norm is a DTensor);
+    FSDP1 (`wrapped` is the root FullyShardedDataParallel) holds disjoint local shards, whose squared norms
+    are summed over ranks: every rank joins that sum, also one whose shard has no gradient.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    fsdp1 = isinstance(wrapped, FullyShardedDataParallel) and torch.distributed.is_initialized()
+    # FSDP1's root holds flat parameters that `module.parameters()` does not list.
+    grads = [p.grad for p in (wrapped if fsdp1 else module).parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else torch.zeros(())
+    if isinstance(norm, DTensor):
+        return norm.full_tensor()
+    if fsdp1:
+        device = next(wrapped.parameters()).device
+        squared = norm.float().to(device) ** 2
+        torch.distributed.all_reduce(squared)
+        return squared.sqrt()
+    return norm
+
+
 def clip_gradients(
     module: pl.LightningModule,
     optimizer: torch.optim.Optimizer,
@@ -168,6 +197,22 @@ def clip_gradients(
             torch.nn.utils.clip_grad_value_(params, clip_val)
         return
     module.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
+
+
+def every_rank_runs_the_model(trainer: pl.Trainer, module: nn.Module) -> bool:
+    """True when a forward pass outside the training loop (sampling text) must run on every rank: with
+    sharded parameters each forward pass is a collective that all ranks join."""
+    return trainer.world_size > 1 and is_sharded(module)
+
+
+def check_resumable_folder(path: str | Path, strategy: object) -> None:
+    """A sharded checkpoint folder resumes only under a sharding strategy (the one that wrote it)."""
+    if not is_sharding_strategy(strategy):
+        raise UserError(
+            f"checkpoint {path} is a sharded folder: resume it under the strategy and number of processes that "
+            "wrote it (configs/trainer/fsdp2.yaml), or merge it for one process with "
+            f"`lightning-llm consolidate {path}`"
+        )
 
 
 def is_sharding_strategy(strategy: object) -> bool:
