@@ -6,7 +6,8 @@ import math
 
 
 def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
-    """Linear warmup to 1 over warmup_steps, cosine decay to min_ratio at decay_steps, then flat."""
+    """Linear warmup to 1 over warmup_steps (nanoGPT's: the first step already moves), cosine decay to
+    min_ratio at decay_steps, then flat."""
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     if step >= decay_steps:
@@ -16,7 +17,8 @@ def warmup_cosine(step: int, warmup_steps: int, decay_steps: int, min_ratio: flo
 
 
 def warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to 1 over warmup_steps, then linear decay to 0 at total_steps."""
+    """Linear warmup from 0 to 1 over warmup_steps, then linear decay to 0 at total_steps: transformers'
+    `get_linear_schedule_with_warmup`, so fine-tuning recipes carry over step for step."""
     if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
+        return step / warmup_steps
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
