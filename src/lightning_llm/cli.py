@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, Optional
 
 import torch
 from jsonargparse import Namespace
@@ -21,6 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_llm.callbacks.classification_metrics import ClassificationMetrics
 from lightning_llm.callbacks.finite_loss import StopOnNonFiniteLoss
 from lightning_llm.callbacks.graceful_stop import GracefulStop
+from lightning_llm.callbacks.int8_inference import Int8Inference
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
 from lightning_llm.callbacks.training_logs import TrainingLogs
@@ -43,6 +45,7 @@ from lightning_llm.cli_help import (
 )
 from lightning_llm.errors import UserError, exit_on_user_error, user_error_in
 from lightning_llm.lit.classifier import SequenceClassifier
+from lightning_llm.models.quantize import check_quantize
 from lightning_llm.monitored_metrics import check_monitored_metrics
 from lightning_llm.parallel import check_resumable_folder
 from lightning_llm.parallel.sharded_checkpoints import check_sharded_folder, install_safe_sharded_reads
@@ -188,6 +191,16 @@ class LLMCLI(LightningCLI):
             self.refuse_typed_link_targets(self.subcommand)
         if self.subcommand == "fit" and not config.get("ckpt_path"):
             refuse_a_used_log_folder(config.get("trainer.logger"))
+        if config.get("quantize") and self.subcommand == "fit":
+            raise UserError("--quantize int8 is for validate, test and predict: fit trains in floating point")
+        if config.get("quantize"):
+            trainer = config.get("trainer")
+            accelerator = str(getattr(trainer.get("accelerator"), "class_path", trainer.get("accelerator")))
+            if "cpu" in accelerator.lower():
+                accelerator = "cpu"
+            elif accelerator in ("auto", "None"):  # what Lightning would pick
+                accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+            check_quantize(config.get("quantize"), accelerator, trainer.get("precision"))
 
     def refuse_typed_link_targets(self, subcommand: str) -> None:
         """A model key the CLI fills from the data module (vocab_size, block_size, num_labels) cannot also be
@@ -221,6 +234,8 @@ class LLMCLI(LightningCLI):
                 callbacks[index] = StepAwareProgressBar()
         # the health check first: no callback (text samples, checkpoints) may see broken weights before it
         callbacks.sort(key=lambda callback: not isinstance(callback, StopOnNonFiniteLoss))
+        if self.subcommand and self.config[self.subcommand].get("quantize"):
+            callbacks.append(Int8Inference())
         wants_metrics = isinstance(self.model, SequenceClassifier)
         if wants_metrics and not any(isinstance(callback, ClassificationMetrics) for callback in callbacks):
             callbacks.append(ClassificationMetrics())  # accuracy, F1 ... and the confusion matrix
@@ -242,6 +257,12 @@ class LLMCLI(LightningCLI):
             print(run_summary(self.trainer, self.model), file=sys.stderr)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--quantize",
+            type=Optional[Literal["int8"]],  # noqa: UP045 - jsonargparse reads this form in every version
+            default=None,
+            help="int8: validate, test or predict with the Linear layers quantized to int8 (CPU only)",
+        )
         for source, target in _INSTANTIATE_LINKS:
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.set_defaults(

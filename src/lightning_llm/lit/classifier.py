@@ -128,6 +128,10 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
     def network(self) -> nn.Module:
         return self.backbone
 
+    @network.setter
+    def network(self, network: nn.Module) -> None:  # an inference copy: merged, quantized
+        self.backbone = network
+
     @property
     def tokenizer(self) -> Any:
         """The backbone's tokenizer, which the data module encodes with."""

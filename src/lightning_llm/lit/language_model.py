@@ -71,6 +71,10 @@ class LanguageModel(ScaleOutHooks, pl.LightningModule):
     def network(self) -> nn.Module:
         return self.model
 
+    @network.setter
+    def network(self, network: nn.Module) -> None:  # an inference copy: quantized
+        self.model = network
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
 
