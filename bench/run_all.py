@@ -26,6 +26,7 @@ QUICK_BUDGET_S = {
     "classifier_overhead": 70,
     "finetune_padding": 170,
     "data_prep": 110,
+    "kv_cache": 110,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 

@@ -226,7 +226,8 @@ def test_linear_warmup_then_linear_decay_is_transformers_schedule():
     factors = [warmup_linear(step, warmup_steps=10, total_steps=110) for step in (0, 5, 10, 60, 110)]
     assert factors == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    theirs = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=7, num_training_steps=50).lr_lambdas[0]
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=7, num_training_steps=50)
+    theirs = schedule.lr_lambdas[0]
     assert [warmup_linear(step, 7, 50) for step in range(55)] == pytest.approx([theirs(s) for s in range(55)])
 
 

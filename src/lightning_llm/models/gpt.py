@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightning_llm.models.sampling import GenerateMixin
+from lightning_llm.models.sampling import GenerateMixin, KVCache, generate_with_cache
 
 
 @dataclass
@@ -68,14 +68,33 @@ class CausalSelfAttention(nn.Module):
         future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)
         return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Causal self-attention over x (B, T, C); with kv_cache, also over the cached tokens before x's."""
         B, T, C = x.shape
         q, k, v = self._heads(x)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, nh, T, hs)
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )  # (B, nh, T, hs)
+        else:
+            y = self._attend_with_cache(q, k, v, kv_cache)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    @staticmethod
+    def _attend_with_cache(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: KVCache
+    ) -> torch.Tensor:
+        """Attention (B, nh, T, hs) of the new tokens' q, k, v (B, nh, T, hs) over the cache and themselves."""
+        past, T = kv_cache.length, q.size(2)
+        k, v = kv_cache.append(k, v)  # (B, nh, past + T, hs)
+        if T == 1:  # one new token may see every key: nothing to mask
+            return F.scaled_dot_product_attention(q, k, v)
+        if past == 0:  # the prefill: causal attention as in training
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # a chunk after cached tokens: is_causal would align the triangle top left, so mask bottom right
+        sees = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=sees)
 
 
 class MLP(nn.Module):
@@ -100,8 +119,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -188,14 +207,30 @@ class GPT(GenerateMixin, nn.Module):
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * t
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_caches: list[KVCache] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) and, given targets (B, T), the mean cross-entropy (-1 targets are ignored)."""
+        """Logits (B, T, vocab) and, given targets (B, T), the mean cross-entropy (-1 targets are ignored).
+
+        With kv_caches (generation: one per block) idx holds the tokens after the cached ones; their keys and
+        values are appended to the caches and only the last position's logits (B, 1, vocab) come back.
+        """
         B, T = idx.shape
-        if self.config.block_size < T:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        past = kv_caches[0].length if kv_caches else 0  # positions go on after the cached tokens
+        if self.config.block_size < past + T:
+            raise ValueError(
+                f"sequence of length {past + T} is longer than block_size {self.config.block_size}"
+            )
+        pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        if kv_caches is not None:  # inference: sampling reads the last position only
+            if targets is not None:
+                raise ValueError("kv_caches are for generation: pass targets without them")
+            for block, cache in zip(self.transformer.h, kv_caches, strict=True):
+                x = block(x, cache)  # (B, T, C)
+            return self.lm_head(self.transformer.ln_f(x[:, -1:])), None  # (B, 1, vocab)
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
@@ -203,6 +238,29 @@ class GPT(GenerateMixin, nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        kv_cache: bool = True,
+    ) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T); temperature 0 means greedy.
+
+        With kv_cache each block keeps its keys and values: the prompt goes through once, then one token per
+        step. While the sequence fits in block_size the tokens equal kv_cache=False's, which runs the whole
+        context (its last block_size tokens) every step. Past block_size the cache is refilled with the last
+        block_size // 2 tokens whenever it is full (see `generate_with_cache`), so samples may differ there.
+        """
+        if not kv_cache:
+            return super().generate(idx, max_new_tokens, temperature, top_k, top_p, generator)
+        caches = [KVCache(self.config.block_size) for _ in self.transformer.h]
+        return generate_with_cache(self, idx, caches, max_new_tokens, temperature, top_k, top_p, generator)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:

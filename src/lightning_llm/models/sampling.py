@@ -1,4 +1,5 @@
-"""Autoregressive sampling shared by every language model here: temperature, top-k and nucleus (top-p)."""
+"""Autoregressive sampling shared by every language model here: temperature, top-k and nucleus (top-p), with
+or without a KV cache."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ def check_sampling_options(
         raise ValueError(f"top_p is {top_p}: it must lie in (0, 1], or be null for every token")
 
 
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The next token ids (B, 1) from the last position's logits (B, V); temperature 0 means greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1, keepdim=True)  # (B, 1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -52,20 +67,96 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Sample from model(idx) -> (logits, _) one token at a time; temperature 0 means greedy."""
+    """Sample from model(idx) -> (logits, _) one token at a time, running the whole context (its last
+    block_size tokens) every step; temperature 0 means greedy."""
     check_sampling_options(max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     for _ in range(max_new_tokens):
         context = idx[:, -block_size:]  # (B, <=block_size)
         logits, _ = model(context)
-        logits = logits[:, -1, :]  # (B, V)
-        if temperature <= 0:
-            next_id = logits.argmax(-1, keepdim=True)  # (B, 1)
-        else:
-            probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-            next_id = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)
+    model.train(was_training)
+    return idx
+
+
+class KVCache:
+    """The keys and values of one attention layer for the tokens seen so far, in room for `max_len` tokens.
+
+    The buffers are allocated by the first `append`, with its batch size, dtype and device, and written in place:
+    a decoding step copies one token's keys and values instead of growing a tensor.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.length = 0  # tokens cached; the next one takes position `length`
+        self.k: torch.Tensor | None = None  # (B, nh, max_len, hs)
+        self.v: torch.Tensor | None = None  # (B, nh, max_len, hs)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) after the cached tokens; return every key and value (B, nh, length, hs)."""
+        end = self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(
+                f"the KV cache holds {self.max_len} tokens: {self.length} cached and {k.size(2)} new do not fit; "
+                "clear() it first"
+            )
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = k.new_empty(B, nh, self.max_len, hs)
+            self.v = v.new_empty(B, nh, self.max_len, hs)
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, length, hs), views of the buffers
+
+    def clear(self) -> None:
+        """Forget every token; the buffers stay for the next ones."""
+        self.length = 0
+
+
+@torch.no_grad()
+def generate_with_cache(
+    model: nn.Module,
+    idx: torch.Tensor,
+    kv_caches: list[KVCache],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample like `generate`, but run each token once: model(idx, kv_caches=kv_caches) -> (logits, _) reads the
+    cached tokens, appends idx's to the caches (empty ones, one per attention layer) and returns the logits of
+    the last position.
+
+    The prompt's last block_size tokens (block_size: the caches' `max_len`) fill the caches in one pass; then
+    each step feeds only the token just sampled. Positions are learned and end at block_size - 1, and a cached
+    key carries its position, so a full cache cannot slide by one token. When it is full, the caches are
+    cleared and refilled with the last block_size // 2 tokens (one pass, positions from 0 again), and decoding
+    goes on. Until the sequence outgrows block_size the tokens are those of `generate`; after that the context
+    is between block_size // 2 and block_size tokens, where `generate` always sees block_size, so samples differ.
+    """
+    check_sampling_options(max_new_tokens, temperature, top_k, top_p)
+    if max_new_tokens == 0:
+        return idx
+    block_size = kv_caches[0].max_len
+    keep = max(1, block_size // 2)  # refilling half the window costs one pass per block_size // 2 tokens
+    was_training = model.training
+    model.eval()
+    logits, _ = model(idx[:, -block_size:], kv_caches=kv_caches)  # (B, 1, V): the prefill
+    for step in range(max_new_tokens):
+        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+        idx = torch.cat([idx, next_id], dim=1)
+        if step == max_new_tokens - 1:
+            break  # the last token's logits would go unread
+        if kv_caches[0].length == block_size:  # no position left for next_id: refill with the last half
+            for cache in kv_caches:
+                cache.clear()
+            logits, _ = model(idx[:, -keep:], kv_caches=kv_caches)
+        else:
+            logits, _ = model(next_id, kv_caches=kv_caches)
     model.train(was_training)
     return idx
 
