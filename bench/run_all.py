@@ -27,6 +27,7 @@ QUICK_BUDGET_S = {
     "finetune_padding": 170,
     "data_prep": 110,
     "kv_cache": 110,
+    "int8": 150,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 
