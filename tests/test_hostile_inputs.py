@@ -113,6 +113,10 @@ CHECKPOINT_EDITS = {
     "renamed-network-setting": lambda checkpoint: checkpoint["hyper_parameters"]["model"]["init_args"].update(
         max_len=checkpoint["hyper_parameters"]["model"]["init_args"].pop("block_size")
     ),
+    # a network that is not GPT-2 shaped: export refuses it by its class, before reading its settings
+    "transformer-lm-network": lambda checkpoint: checkpoint["hyper_parameters"]["model"].update(
+        class_path="lightning_llm.models.TransformerLM"
+    ),
 }
 
 
@@ -313,7 +317,11 @@ CASES = [
     BadInput("unknown-weights", lambda: gpt_finetune("--model.init_args.backbone.init_args.weights", "zeros"), ("weights", "zeros")),
     BadInput("bad-hub-source", lambda: gpt_finetune("--data.train", "hub:glue"), ("hub:glue", "hub:<dataset>:<split>")),
     BadInput("missing-split-file", lambda: gpt_finetune("--data.val", "nope.tsv"), ("nope.tsv", "does not exist")),
-    BadInput("export-lm-checkpoint", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "out"], ("LanguageModel", "SequenceClassifier")),
+    BadInput(
+        "export-transformer-lm-checkpoint",
+        lambda: ["export", "--ckpt_path", "transformer-lm-network.ckpt", "--output_dir", "out"],
+        ("TransformerLM network", "not GPT-2 shaped", "GPT config"),
+    ),
     BadInput("export-over-a-folder", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "plain-folder"], ("plain-folder already exists", "--overwrite")),
     BadInput("export-without-folder", lambda: ["export", "--ckpt_path", LAST], ("--output_dir",)),
     BadInput("export-into-missing-parent", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "no/such/out"], ("no/such", "does not exist")),
