@@ -19,7 +19,8 @@ from jsonargparse import ArgumentParser, auto_cli
 from lightning_llm.errors import UserError, exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-OUR_COMMANDS = ("generate", "consolidate", "export")  # each is the function of the same name in its module
+# Each is the function of the same name in its module.
+OUR_COMMANDS = ("generate", "consolidate", "export", "serve")
 COMMANDS = (*LIGHTNING_COMMANDS, *OUR_COMMANDS)
 OVERVIEW = """usage: lightning-llm COMMAND [options]
 
@@ -31,6 +32,7 @@ Commands:
   generate     Sample text from a language-model checkpoint: generate --ckpt_path <file> --prompt "def "
   consolidate  Merge a sharded (FSDP) checkpoint folder into one file: consolidate <folder>
   export       A fine-tuned classifier as a Hugging Face folder: export --ckpt_path <file> --output_dir <folder>
+  serve        A checkpoint behind HTTP (POST /predict, GET /health): serve --ckpt_path <file> --port 8000
 
 Help on the keys:
   lightning-llm fit --config <experiment>.yaml --help   the model and data keys of that config, with defaults
