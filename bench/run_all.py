@@ -28,6 +28,7 @@ QUICK_BUDGET_S = {
     "data_prep": 110,
     "kv_cache": 110,
     "int8": 150,
+    "serve": 120,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 

@@ -21,6 +21,7 @@ import random
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -43,27 +44,6 @@ COLUMNS = table_columns(
     "served / direct (median of rounds): {ratio:.2f}",
     "served vs concurrency 1: {gain:.2f}",
 )
-WORDS = [
-    "the",
-    "a",
-    "film",
-    "movie",
-    "is",
-    "was",
-    "good",
-    "bad",
-    "great",
-    "awful",
-    "fun",
-    "boring",
-    "not",
-    "very",
-    "and",
-    "but",
-    "story",
-    "plot",
-    "actors",
-]
 
 
 def sentences(count: int) -> list[str]:
@@ -73,7 +53,8 @@ def sentences(count: int) -> list[str]:
         found = [line.split("\t")[0] for line in lines if line.strip()]
         return [found[i % len(found)] for i in range(count)]
     rng = random.Random(0)
-    return [" ".join(rng.choices(WORDS, k=rng.randint(4, 20))) for _ in range(count)]
+    word = lambda: "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 8)))  # noqa: E731
+    return [" ".join(word() for _ in range(rng.randint(4, 20))) for _ in range(count)]
 
 
 def fit_checkpoint(folder: Path) -> Path:

@@ -31,7 +31,7 @@ Commands:
   predict      Write predictions for unlabelled data: predict --config ... --ckpt_path <file or last>
   generate     Sample text from a language-model checkpoint: generate --ckpt_path <file> --prompt "def "
   consolidate  Merge a sharded (FSDP) checkpoint folder into one file: consolidate <folder>
-  export       A fine-tuned classifier as a Hugging Face folder: export --ckpt_path <file> --output_dir <folder>
+  export       A checkpoint as a Hugging Face folder (GPT-2 format for GPTs): export --ckpt_path <file> --output_dir <dir>
   serve        A checkpoint behind HTTP (POST /predict, GET /health): serve --ckpt_path <file> --port 8000
 
 Help on the keys:
