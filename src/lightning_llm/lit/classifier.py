@@ -273,8 +273,8 @@ class SequenceClassifier(ScaleOutHooks, LightningModule):
         backbone = self.merged_backbone()
         if not callable(getattr(backbone, "save_pretrained", None)):
             raise UserError(
-                f"a {type(backbone).__name__} backbone cannot be exported to the Hugging Face format yet; "
-                "export works for HFEncoderClassifier"
+                f"a {type(backbone).__name__} backbone has no save_pretrained of its own; `lightning-llm export` "
+                "writes a GPTClassifier in the GPT-2 format (models/gpt2_format.py)"
             )
         backbone.save_pretrained(folder, self.label_names)
 
