@@ -82,30 +82,30 @@ def generate(
 
 
 class KVCache:
-    """The keys and values of one attention layer for the tokens seen so far, in room for `max_len` tokens.
+    """The keys and values of one attention layer for the tokens seen so far, in room for `block_size` tokens.
 
     The buffers are allocated by the first `append`, with its batch size, dtype and device, and written in place:
     a decoding step copies one token's keys and values instead of growing a tensor.
     """
 
-    def __init__(self, max_len: int) -> None:
-        self.max_len = max_len
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
         self.length = 0  # tokens cached; the next one takes position `length`
-        self.k: torch.Tensor | None = None  # (B, nh, max_len, hs)
-        self.v: torch.Tensor | None = None  # (B, nh, max_len, hs)
+        self.k: torch.Tensor | None = None  # (B, nh, block_size, hs)
+        self.v: torch.Tensor | None = None  # (B, nh, block_size, hs)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) after the cached tokens; return every key and value (B, nh, length, hs)."""
         end = self.length + k.size(2)
-        if end > self.max_len:
+        if end > self.block_size:
             raise ValueError(
-                f"the KV cache holds {self.max_len} tokens: {self.length} cached and {k.size(2)} new do not fit; "
+                f"the KV cache holds {self.block_size} tokens: {self.length} cached and {k.size(2)} new do not fit; "
                 "clear() it first"
             )
         if self.k is None:
             B, nh, _, hs = k.shape
-            self.k = k.new_empty(B, nh, self.max_len, hs)
-            self.v = v.new_empty(B, nh, self.max_len, hs)
+            self.k = k.new_empty(B, nh, self.block_size, hs)
+            self.v = v.new_empty(B, nh, self.block_size, hs)
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end
@@ -131,7 +131,7 @@ def generate_with_cache(
     cached tokens, appends idx's to the caches (empty ones, one per attention layer) and returns the logits of
     the last position.
 
-    The prompt's last block_size tokens (block_size: the caches' `max_len`) fill the caches in one pass; then
+    The prompt's last block_size tokens (the caches' `block_size`) fill the caches in one pass; then
     each step feeds only the token just sampled. Positions are learned and end at block_size - 1, and a cached
     key carries its position, so a full cache cannot slide by one token. When it is full, the caches are
     cleared and refilled with the last block_size // 2 tokens (one pass, positions from 0 again), and decoding
@@ -141,7 +141,7 @@ def generate_with_cache(
     check_sampling_options(max_new_tokens, temperature, top_k, top_p)
     if max_new_tokens == 0:
         return idx
-    block_size = kv_caches[0].max_len
+    block_size = kv_caches[0].block_size
     keep = max(1, block_size // 2)  # refilling half the window costs one pass per block_size // 2 tokens
     was_training = model.training
     model.eval()
