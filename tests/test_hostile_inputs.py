@@ -9,14 +9,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from bert_fixtures import write_sst_like
-from cli_runner import changed_files, error_line, run_cli, snapshot
+from cli_runner import changed_files, error_line, run_cli, run_cli_cases, snapshot
 from lm_helpers import SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,12 +351,12 @@ class Outcomes:
 
 @pytest.fixture(scope="module")
 def outcomes(workspace: Path) -> Outcomes:
-    """Every case run once, two at a time (each is mostly interpreter start-up on one core)."""
+    """Every case run once, two at a time, each forked from one copy of the imported CLI."""
     before = snapshot(workspace)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {case.name: pool.submit(run_cli, case.args(), workspace) for case in CASES}
-        results = {name: future.result() for name, future in futures.items()}
-    return Outcomes(results, changed_files(before, workspace))
+    results = run_cli_cases([case.args() for case in CASES], workspace)
+    return Outcomes(
+        dict(zip([case.name for case in CASES], results, strict=True)), changed_files(before, workspace)
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
