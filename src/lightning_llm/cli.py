@@ -473,10 +473,12 @@ def resume_last_run(config, subcommand: str) -> None:
     print(f"{'Resuming from' if subcommand == 'fit' else 'Using checkpoint'} {newest}", file=sys.stderr)
 
 
-def build_cli(args: list[str] | None, run: bool = True, callbacks: Sequence[Callback] = ()) -> LLMCLI:
+def build_cli(
+    args: list[str] | None, run: bool = True, callbacks: Sequence[Callback] = (), cli_class: type[LLMCLI] = LLMCLI
+) -> LLMCLI:
     """The project's LightningCLI (`run=False` builds model, data and trainer without running a subcommand);
     `callbacks` join the ones every run gets."""
-    return LLMCLI(
+    return cli_class(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -508,6 +510,10 @@ def main(args: list[str] | None = None) -> None:
     if wants_config_keys(argv):
         with exit_on_user_error():
             return print_config_keys(argv)
+    if argv[0] == "tune":  # its options are tune's and fit's: it parses them itself
+        from lightning_llm.tune import tune
+
+        return tune(argv[1:])
     if argv[0] in OUR_COMMANDS:  # ours: each is the function of the same name
         module = importlib.import_module(f"lightning_llm.{argv[0]}")
         return run_command(getattr(module, argv[0]), argv[1:])
