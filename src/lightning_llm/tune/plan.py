@@ -1,0 +1,217 @@
+"""Before any trial: build the experiment once as `fit` would (without training), check the search space
+against it, and fix what every trial shares: the metric and its direction, the study folder, the flags."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_llm.cli import LLMCLI, build_cli
+from lightning_llm.cli_help import ConciseErrors, check_config_files, config_files
+from lightning_llm.errors import UserError
+from lightning_llm.monitored_metrics import validation_metrics
+from lightning_llm.tune.space import SearchSpace
+
+# Trials print one line each; the per-run banners (progress bar, model summary, device lines) would bury them.
+QUIET_TRIALS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+class TrialRun(LLMCLI):
+    """`fit` as the CLI runs it, without the closing summary line: tune prints one line per trial instead."""
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        LightningCLI._run_subcommand(self, subcommand)
+
+
+class BuildOnly(LLMCLI):
+    """The CLI of `fit` up to a built model, data module and trainer, with every check `fit` makes; no training."""
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    space: SearchSpace
+    metric: str
+    direction: str  # "minimize" or "maximize"
+    study_dir: Path
+    fit_args: list[str]
+    trial_config: Namespace  # the fit config every trial starts from (experiment + flags + during_search)
+    best_config_base: Namespace  # the same without during_search: what best.yaml starts from
+    dump: Any  # writes a fit config as YAML (the fit parser's dump)
+    seed: int
+    settings_digest: str  # the experiment, flags and space: a resumed study must have the same
+
+    def base_value(self, key: str) -> Any:
+        return self.trial_config.get(key)
+
+    def trial_args(self, number: int, values: Mapping[str, Any]) -> list[str]:
+        """The `fit` command line of trial `number`: logged to <study>/trial_<number>/."""
+        logger = [
+            f"--trainer.logger.init_args.save_dir={self.study_dir}",
+            "--trainer.logger.init_args.name=",
+            f"--trainer.logger.init_args.version=trial_{number}",
+        ]
+        return [
+            "fit",
+            *QUIET_TRIALS,
+            *self.fit_args,
+            *flags(self.space.during_search),
+            *flags(values),
+            *logger,
+        ]
+
+    def best_config_yaml(self, values: Mapping[str, Any]) -> str:
+        """The experiment (with the command line's flags) and a trial's values, as one file `fit` runs."""
+        config = self.best_config_base.clone()
+        for key, value in values.items():
+            config[key] = value
+        return self.dump(config)
+
+
+def flags(values: Mapping[str, Any]) -> list[str]:
+    """Config key -> value as `--key=value` flags, values in YAML (1.0e-05, not 1e-05: YAML reads that as text)."""
+    return [f"--{key}={yaml_value(value)}" for key, value in values.items()]
+
+
+def yaml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
+
+
+def prepare_plan(options, space: SearchSpace, quiet: bool = False) -> Plan:
+    """Every check before any trial runs: the config builds for fit, the space's keys exist in it and its
+    values parse, the metric is one the module logs, and one trial is one process."""
+    fit_args = options.fit_args
+    check_config_files(["fit", *fit_args])
+    during_search = flags(space.during_search)
+    ConciseErrors.command, ConciseErrors.argv = "fit", ["fit", *fit_args]
+    for name in ("lightning.pytorch", "lightning.fabric"):  # device banners and "Seed set", once per trial
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ConciseErrors.context = f"search space {space.path}, during_search: "
+    try:
+        built = build_cli(["fit", *QUIET_TRIALS, *fit_args, *during_search], cli_class=BuildOnly)
+    finally:
+        ConciseErrors.context = ""
+    fit_parser = built._parser("fit")
+    trial_config = built.config.fit
+    check_keys(space, trial_config)
+    metric, direction = objective(space, built)
+    if built.trainer.world_size > 1 or built.trainer.num_nodes > 1:
+        raise UserError(
+            f"tune runs each trial in one process, and this config asks for {built.trainer.world_size} "
+            "(trainer.devices / num_nodes / strategy); use --workers for trials side by side"
+        )
+    ConciseErrors.context = f"search space {space.path}: "
+    try:  # every distribution's ends parse as values of their keys: a wrong type fails now, not in trial 7
+        for end in ("low", "high"):
+            sampled = {
+                p.key: (p.choices[-1] if p.kind == "categorical" else getattr(p, end))
+                for p in space.parameters
+            }
+            built.parser.parse_args(
+                ["fit", *fit_args, *during_search, *flags(space.values(sampled, trial_config))]
+            )
+        best_base = built.parser.parse_args(["fit", *fit_args]).fit
+    finally:
+        ConciseErrors.context = ""
+    logger = trial_config.get("trainer.logger")
+    save_dir = logger.get("init_args", {}).get("save_dir") if isinstance(logger, Namespace) else None
+    if logger is None or logger is False:
+        raise UserError(
+            "tune logs every trial to TensorBoard, and this config turns trainer.logger off; turn it on"
+        )
+    name = options.study_name or space.path.stem
+    seed = trial_config.get("seed_everything")
+    del built
+    return Plan(
+        space=space,
+        metric=metric,
+        direction=direction,
+        study_dir=Path(save_dir or "logs") / "tune" / name,
+        fit_args=list(fit_args),
+        trial_config=trial_config,
+        best_config_base=best_base,
+        dump=lambda config: fit_parser.dump(config, skip_none=False),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+        settings_digest=settings_digest(fit_args, space),
+    )
+
+
+def check_keys(space: SearchSpace, config: Namespace) -> None:
+    """Each searched key, `times` reference and list item names something the config holds."""
+    known = [key for key in config.keys() if not key.startswith("trainer.callbacks")]  # noqa: SIM118 - nested keys
+    for parameter in space.parameters:
+        for key in filter(None, (parameter.key, parameter.times)):
+            head, _, tail = key.rpartition(".")
+            if head and tail.isdigit():  # one item of a list
+                items = config.get(head) if head in config else None
+                if not isinstance(items, list | tuple) or int(tail) >= len(items):
+                    raise UserError(
+                        f"search space {space.path}: {key} is item {tail} of {head}, which the config holds as "
+                        f"{items!r}; index an item that exists (from 0)"
+                    )
+                continue
+            if key not in config or isinstance(config.get(key), Namespace):
+                near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = (
+                    f"; did you mean {near[0]}?"
+                    if near
+                    else "; `lightning-llm fit --config <config> --help` lists the keys"
+                )
+                raise UserError(f"search space {space.path}: {key} is not a setting of this config{hint}")
+        if parameter.times is not None and not isinstance(config.get(parameter.times), int | float):
+            searched = {p.key for p in space.parameters}
+            if parameter.times not in searched:
+                raise UserError(
+                    f"search space {space.path}: {parameter.key} multiplies {parameter.times}, which is "
+                    f"{config.get(parameter.times)!r} in the config; name a number"
+                )
+
+
+def objective(space: SearchSpace, built: LLMCLI) -> tuple[str, str]:
+    """The metric and direction: the space's, else what the config's ModelCheckpoint monitors (and its mode)."""
+    checkpoint = next(
+        (c for c in built.trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
+    metric = space.metric or (checkpoint.monitor if checkpoint else None)
+    if metric is None:
+        raise UserError(
+            f"search space {space.path} names no metric, and the config has no ModelCheckpoint with a monitor; "
+            "add `metric: val/loss` and `direction: minimize` (or the metric you want) to the space"
+        )
+    direction = space.direction
+    if direction is None and checkpoint is not None and checkpoint.monitor == metric:
+        direction = "minimize" if checkpoint.mode == "min" else "maximize"
+    if direction is None:
+        raise UserError(
+            f"search space {space.path}: say whether {metric} should go down or up (direction: minimize or maximize)"
+        )
+    logged = validation_metrics(built.trainer, built.model)
+    if logged is not None and metric not in logged:
+        raise UserError(
+            f"search space {space.path}: metric {metric} is never logged by this {type(built.model).__name__} "
+            f"(its validation logs {', '.join(logged)}); choose one of those"
+        )
+    return metric, direction
+
+
+def settings_digest(fit_args: list[str], space: SearchSpace) -> str:
+    """The experiment files' contents, the flags and the space: what makes two tune commands the same study."""
+    digest = hashlib.sha256(space.text.encode())
+    for path in config_files(["fit", *fit_args]):
+        digest.update(Path(path).read_bytes() if Path(path).is_file() else str(path).encode())
+    digest.update("\0".join(fit_args).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,206 @@
+"""`lightning-llm tune`: the search-space file's checks, and a tiny study through the real command line that
+prunes a hopeless trial, survives kill -9 (finished trials kept, the interrupted one retried), runs two
+workers on one study, and writes a best config that `fit` trains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from cli_runner import CLI_ENV, run_cli
+from lm_helpers import SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
+from optuna.trial import TrialState
+
+from lightning_llm.errors import UserError
+from lightning_llm.tune import parse_options
+from lightning_llm.tune.space import join_list_items, load_search_space
+
+GOOD_LR, HOPELESS_LR = 3.0e-3, 1.0e-7
+LR = "model.init_args.learning_rate"
+SPACE = f"""
+during_search:
+  trainer.max_steps: 30
+  trainer.val_check_interval: 5
+pruner: {{n_startup_trials: 1, n_warmup_steps: 20}}
+parameters:
+  {LR}: {{type: categorical, choices: [{GOOD_LR}, {HOPELESS_LR}]}}
+  model.init_args.min_lr: {{type: float, low: 0.05, high: 0.2, times: {LR}}}
+  model.init_args.betas.1: {{type: float, low: 0.95, high: 0.99}}
+"""
+
+
+def space_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_space_reads_with_ratios_and_list_items(tmp_path: Path):
+    space = load_search_space(space_file(tmp_path, SPACE))
+    assert [p.key for p in space.parameters] == [LR, "model.init_args.min_lr", "model.init_args.betas.1"]
+    values = space.values(
+        {LR: 0.002, "model.init_args.min_lr": 0.1, "model.init_args.betas.1": 0.97},
+        {"model.init_args.betas": [0.9, 0.99]},
+    )
+    assert values == {
+        LR: 0.002,
+        "model.init_args.min_lr": pytest.approx(0.0002),
+        "model.init_args.betas": [0.9, 0.97],
+    }
+    assert join_list_items({"a.0": 1, "a.1": 2}, {"a": [0, 0, 3]}) == {"a": [1, 2, 3]}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("parameters: {x: {type: float, low: 2.0, high: 1.0}}", ("low 2.0 is above high 1.0", "swap")),
+        (
+            "parameters: {x: {type: normal, low: 0, high: 1}}",
+            ("x needs a distribution", "float, int or categorical"),
+        ),
+        ("parameters: {x: {type: float, low: 0.0, high: 1.0, log: true}}", ("log scale needs low > 0",)),
+        ("parameters: {x: {type: int, low: 0.5, high: 3}}", ("low is 0.5", "finite int")),
+        ("parameters: {x: {type: float, low: 0.1, high: 1.0, lgo: true}}", ("no setting 'lgo'",)),
+        ("parameters: {x: {type: categorical, choices: []}}", ("needs choices",)),
+        ("parameters: {x: {type: float, low: .nan, high: 1.0}}", ("low is nan",)),
+        ("parameters: {}", ("`parameters:` must map",)),
+        ("paramters: {x: {type: float, low: 0.1, high: 1.0}}", ("unknown section 'paramters'",)),
+        ("direction: down\nparameters: {x: {type: float, low: 0.1, high: 1.0}}", ("minimize or maximize",)),
+        (
+            "pruner: {patience: 3}\nparameters: {x: {type: float, low: 0.1, high: 1.0}}",
+            ("no setting 'patience'",),
+        ),
+        ("parameters: {x: {type: float, low: 0.1, high: 1.0}}\nparameters: {}", ("given twice",)),
+        (
+            "during_search: {x: 1}\nparameters: {x: {type: float, low: 0.1, high: 1.0}}",
+            ("both searched and fixed",),
+        ),
+        ("- a list", ("must be a mapping",)),
+        ("parameters: [", ("not valid YAML",)),
+    ],
+)
+def test_a_bad_space_is_one_error_naming_the_key(tmp_path: Path, text: str, says: tuple[str, ...]):
+    with pytest.raises(UserError) as raised:
+        load_search_space(space_file(tmp_path, text))
+    for fragment in says:
+        assert fragment in str(raised.value), str(raised.value)
+
+
+def test_options_are_split_between_tune_and_fit():
+    options = parse_options(["--config", "a.yaml", "--search=s.yaml", "--n_trials", "3", "--data.path", "x"])
+    assert (options.search, options.n_trials, options.workers) == ("s.yaml", 3, 1)
+    assert options.fit_args == ["--config", "a.yaml", "--data.path", "x"]
+    for argv, says in [
+        (["--config", "a.yaml"], "needs --search"),
+        (["--search", "s.yaml"], "needs --config"),
+        (["--config", "a", "--search", "s", "--n_trials", "0"], "1 or more"),
+        (["--config", "a", "--search", "s", "--workers", "999"], "cores"),
+        (["--config", "a", "--search", "s", "--ckpt_path", "x.ckpt"], "drop --ckpt_path"),
+        (["--config", "a", "--search", "s", "--trainer.logger.init_args.version=3"], "drop --trainer.logger"),
+        (["--config", "a", "--search", "s", "--search", "t"], "given twice"),
+        (["--config", "a", "--search", "s", "--study_name", "../up"], "names a folder"),
+    ]:
+        with pytest.raises(UserError, match=says):
+            parse_options(argv)
+
+
+# --- a tiny study through the real command line ---------------------------------------------------------
+
+
+def tune_args(corpus: Path, space: Path, n_trials: int, workers: int = 1) -> list[str]:
+    tiny = tiny_lm_overrides(corpus)
+    tiny = tiny[: tiny.index("--trainer.logger.init_args.save_dir")]  # the study folder is tune's to choose
+    return ["tune", "--config", str(SHAKESPEARE_CONFIG), *tiny, "--search", str(space), "--n_trials", str(n_trials),
+            "--workers", str(workers)]  # fmt: skip
+
+
+def study_trials(folder: Path) -> list:
+    storage = f"sqlite:///{folder / 'study.db'}"
+    return optuna.load_study(study_name=folder.name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Path):
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt")
+    space = space_file(tmp_path, SPACE)
+    folder = tmp_path / "logs" / "tune" / "space"
+    folder.mkdir(parents=True)
+    # the learning rates in a known order: good, hopeless, good; the rest sampled
+    queued = optuna.create_study(
+        study_name="space", storage=f"sqlite:///{folder / 'study.db'}", direction="minimize"
+    )
+    for learning_rate in (GOOD_LR, HOPELESS_LR, GOOD_LR):
+        queued.enqueue_trial({LR: learning_rate})
+    args = tune_args(corpus, space, n_trials=3)
+
+    # first run: killed with SIGKILL while trial 1 runs
+    first = subprocess.Popen(
+        [sys.executable, "-m", "lightning_llm", *args], cwd=tmp_path, env={**os.environ, **CLI_ENV},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        trials = study_trials(folder) if (folder / "study.db").exists() else []
+        if len(trials) > 1 and trials[1].state == TrialState.RUNNING and trials[1].intermediate_values:
+            break
+        time.sleep(0.1)
+    assert first.poll() is None, first.stderr.read()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = study_trials(folder)
+    assert before[0].state == TrialState.COMPLETE and before[1].state == TrialState.RUNNING
+
+    # the same command continues: trial 0 kept, trial 1 failed and retried, two workers now
+    resumed = run_cli(tune_args(corpus, space, n_trials=3, workers=2), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "trial 1 was interrupted" in resumed.stderr
+    after = study_trials(folder)
+    assert (after[0].state, after[0].value) == (TrialState.COMPLETE, before[0].value)
+    assert after[1].state == TrialState.FAIL and after[1].user_attrs["interrupted"]
+    retry = next(trial for trial in after if trial.user_attrs.get("retry_of") == 1)
+    assert retry.params[LR] == HOPELESS_LR and retry.params == before[1].params
+    assert retry.state == TrialState.PRUNED, "the hopeless learning rate was not pruned"
+    finished = [trial for trial in after if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert {trial.user_attrs["worker"] for trial in after[2:]} == {0, 1}  # both processes ran trials of it
+
+    # what the study leaves: a table, plots, TensorBoard runs per trial, and a config fit trains as is
+    table = (folder / "trials.md").read_text()
+    assert "pruned at step" in table and "interrupted (retried)" in table
+    assert {path.name for path in (folder / "plots").glob("*.png")} >= {
+        "history.png",
+        "slice.png",
+        "importances.png",
+    }
+    assert list((folder / "trial_0").glob("events.out.tfevents.*"))
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    best_trial = min((t for t in after if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert best["model"]["init_args"]["learning_rate"] == best_trial.params[LR]
+    assert best["model"]["init_args"]["min_lr"] == pytest.approx(
+        best_trial.params["model.init_args.min_lr"] * GOOD_LR
+    )
+    assert best["model"]["init_args"]["betas"] == [
+        0.9,
+        pytest.approx(best_trial.params["model.init_args.betas.1"]),
+    ]
+    assert best["trainer"]["max_steps"] == 2000  # during_search's 30 steps were for the trials only
+    trained = run_cli(
+        [
+            "fit",
+            "--config",
+            str(folder / "best.yaml"),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.val_check_interval",
+            "2",
+        ],
+        tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "logs" / "gpt-shakespeare-char" / "version_0" / "checkpoints" / "last.ckpt").is_file()
