@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from bert_fixtures import write_sst_like
@@ -88,6 +89,15 @@ def workspace(tmp_path_factory) -> Path:
     # the same corpus edited: BPE trains another tokenizer of the same size on it
     edited = (root / "corpus.txt").read_text().replace("fox", "cat").replace("dog", "owl")
     (root / "edited.txt").write_text(edited)
+    (root / "spaces").mkdir()
+    for name, text in SPACES.items():
+        (root / "spaces" / name).write_text(text)
+    # a study started with other settings: continuing it with these would mix two searches
+    other = root / "logs" / "tune" / "other-settings"
+    other.mkdir(parents=True)
+    optuna.create_study(study_name="other-settings", storage=f"sqlite:///{other / 'study.db'}").set_user_attr(
+        "settings", "another search"
+    )
     return root
 
 
@@ -142,6 +152,22 @@ def generate(*extra: str) -> list[str]:
 
 
 BPE = ("--data.tokenizer", "bpe")
+
+
+def tune(space: str, *extra: str) -> list[str]:
+    return ["tune", *lm_fit(*BPE)[1:], "--search", f"spaces/{space}", *extra]
+
+
+LR_SPACE = "  model.init_args.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3}\n"
+SPACES = {  # search-space files for tune's rows
+    "good.yaml": "parameters:\n" + LR_SPACE,
+    "misspelt.yaml": "parameters:\n  model.init_args.learning_rat: {type: float, low: 1.0e-4, high: 1.0e-3}\n",
+    "low-above-high.yaml": "parameters:\n  model.init_args.learning_rate: {type: float, low: 0.01, high: 0.001}\n",
+    "unlogged-metric.yaml": "metric: val/acc\ndirection: maximize\nparameters:\n" + LR_SPACE,
+    "beta-5.yaml": "parameters:\n  model.init_args.betas.5: {type: float, low: 0.9, high: 0.99}\n",
+    "text-for-a-number.yaml": "parameters:\n  model.init_args.learning_rate: {type: categorical, choices: [fast, slow]}\n",
+    "during-search-typo.yaml": "during_search: {trainer.max_step: 5}\nparameters:\n" + LR_SPACE,
+}
 CASES = [
     # checkpoints handed to the wrong command, or not checkpoints at all
     BadInput("truncated-ckpt-to-fit", lambda: lm_fit("--ckpt_path", "truncated.ckpt"), ("truncated.ckpt", "corrupt")),
@@ -331,6 +357,21 @@ CASES = [
     BadInput("export-over-a-folder", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "plain-folder"], ("plain-folder already exists", "--overwrite")),
     BadInput("export-without-folder", lambda: ["export", "--ckpt_path", LAST], ("--output_dir",)),
     BadInput("export-into-missing-parent", lambda: ["export", "--ckpt_path", LAST, "--output_dir", "no/such/out"], ("no/such", "does not exist")),
+    # tune: the search space and tune's own options, all checked before any trial
+    BadInput("tune-space-key-misspelt", lambda: tune("misspelt.yaml"), ("misspelt.yaml", "model.init_args.learning_rat", "did you mean model.init_args.learning_rate")),
+    BadInput("tune-low-above-high", lambda: tune("low-above-high.yaml"), ("low-above-high.yaml", "low 0.01 is above high 0.001", "swap")),
+    BadInput("tune-metric-never-logged", lambda: tune("unlogged-metric.yaml"), ("metric val/acc is never logged", "val/loss")),
+    BadInput("tune-list-item-missing", lambda: tune("beta-5.yaml"), ("betas.5", "index an item that exists")),
+    BadInput("tune-choice-of-wrong-type", lambda: tune("text-for-a-number.yaml"), ("search space", "learning_rate: expected float", "fast")),
+    BadInput("tune-during-search-unknown-key", lambda: tune("during-search-typo.yaml"), ("search space", "trainer.max_step")),
+    BadInput("tune-missing-space-file", lambda: tune("nope.yaml"), ("--search spaces/nope.yaml does not exist", "configs/search")),
+    BadInput("tune-without-search", lambda: ["tune", *lm_fit(*BPE)[1:]], ("needs --search",)),
+    BadInput("tune-zero-trials", lambda: tune("misspelt.yaml", "--n_trials", "0"), ("--n_trials", "1 or more")),
+    BadInput("tune-with-ckpt-path", lambda: tune("misspelt.yaml", "--ckpt_path", LAST), ("drop --ckpt_path",)),
+    BadInput("tune-logger-version", lambda: tune("misspelt.yaml", "--trainer.logger.init_args.version", "x"), ("drop --trainer.logger.init_args.version",)),
+    BadInput("tune-two-processes-per-trial", lambda: tune("good.yaml", "--trainer.devices", "2", "--trainer.strategy", "ddp"), ("one process", "--workers")),
+    BadInput("tune-flag-also-searched", lambda: tune("good.yaml", "--model.init_args.learning_rate", "0.01"), ("--model.init_args.learning_rate is typed", "drop one")),
+    BadInput("tune-study-of-other-settings", lambda: tune("good.yaml", "--study_name", "other-settings"), ("was started with another config", "--study_name")),
     # training that blows up stops before it saves broken weights
     BadInput(
         "exploding-learning-rate",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from cli_runner import CLI_ENV, run_cli
 from lm_helpers import SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
@@ -83,6 +84,23 @@ def test_a_good_space_reads_with_ratios_and_list_items(tmp_path: Path):
             ("both searched and fixed",),
         ),
         ("- a list", ("must be a mapping",)),
+        (
+            "parameters: {a: {type: float, low: 1, high: 2}, b: {type: float, low: 1, high: 2, times: a}, "
+            "c: {type: float, low: 1, high: 2, times: b}}",
+            ("b, which is itself a ratio",),
+        ),
+        (
+            "parameters: {a: {type: categorical, choices: [x, y]}, b: {type: float, low: 1, high: 2, times: a}}",
+            ("whose choices are not all numbers",),
+        ),
+        (
+            "parameters: {trainer.logger.init_args.version: {type: int, low: 1, high: 2}}",
+            ("tune sets trainer.logger",),
+        ),
+        (
+            "during_search: {ckpt_path: x.ckpt}\nparameters: {a: {type: int, low: 1, high: 2}}",
+            ("tune sets ckpt_path",),
+        ),
         ("parameters: [", ("not valid YAML",)),
     ],
 )
@@ -126,6 +144,14 @@ def study_trials(folder: Path) -> list:
     return optuna.load_study(study_name=folder.name, storage=storage).get_trials(deepcopy=False)
 
 
+def trials_so_far(folder: Path) -> list:
+    """While `tune` runs: the study's trials, or none before it has created the study."""
+    try:
+        return study_trials(folder)
+    except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet, or its tables half made
+        return []
+
+
 def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Path):
     corpus = write_tiny_corpus(tmp_path / "corpus.txt")
     space = space_file(tmp_path, SPACE)
@@ -146,7 +172,7 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
-        trials = study_trials(folder) if (folder / "study.db").exists() else []
+        trials = trials_so_far(folder)
         if len(trials) > 1 and trials[1].state == TrialState.RUNNING and trials[1].intermediate_values:
             break
         time.sleep(0.1)
@@ -162,25 +188,25 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
     assert "trial 1 was interrupted" in resumed.stderr
     after = study_trials(folder)
     assert (after[0].state, after[0].value) == (TrialState.COMPLETE, before[0].value)
-    assert after[1].state == TrialState.FAIL and after[1].user_attrs["interrupted"]
+    assert after[1].state == TrialState.FAIL
     retry = next(trial for trial in after if trial.user_attrs.get("retry_of") == 1)
     assert retry.params[LR] == HOPELESS_LR and retry.params == before[1].params
     assert retry.state == TrialState.PRUNED, "the hopeless learning rate was not pruned"
     finished = [trial for trial in after if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 3
+    assert len(finished) == 3 and len(after) == 4  # two workers, and still exactly --n_trials
     assert {trial.user_attrs["worker"] for trial in after[2:]} == {0, 1}  # both processes ran trials of it
 
     # what the study leaves: a table, plots, TensorBoard runs per trial, and a config fit trains as is
     table = (folder / "trials.md").read_text()
     assert "pruned at step" in table and "interrupted (retried)" in table
-    assert {path.name for path in (folder / "plots").glob("*.png")} >= {
-        "history.png",
-        "slice.png",
-        "importances.png",
-    }
+    complete = [trial for trial in after if trial.state == TrialState.COMPLETE]
+    plots = {"history.png", "slice.png"} | ({"importances.png"} if len(complete) > 1 else set())
+    assert {path.name for path in (folder / "plots").glob("*.png")} == plots
     assert list((folder / "trial_0").glob("events.out.tfevents.*"))
-    best = yaml.safe_load((folder / "best.yaml").read_text())
     best_trial = min((t for t in after if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    kept = {path.parent.parent.name for path in folder.glob("trial_*/checkpoints/*.ckpt")}
+    assert kept == {f"trial_{best_trial.number}"}  # the other trials' checkpoints are deleted
+    best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["model"]["init_args"]["learning_rate"] == best_trial.params[LR]
     assert best["model"]["init_args"]["min_lr"] == pytest.approx(
         best_trial.params["model.init_args.min_lr"] * GOOD_LR
@@ -204,3 +230,27 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "logs" / "gpt-shakespeare-char" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ctrl_c_stops_the_study_and_the_same_command_retries_the_trial(tmp_path: Path):
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt")
+    args = tune_args(corpus, space_file(tmp_path, SPACE), n_trials=2)
+    folder = tmp_path / "logs" / "tune" / "space"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "lightning_llm", *args], cwd=tmp_path, env={**os.environ, **CLI_ENV},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and running.poll() is None:
+        trials = trials_so_far(folder)
+        if trials and trials[0].intermediate_values:
+            break
+        time.sleep(0.1)
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 130, stderr[-3000:]
+    assert "the same command continues the study" in stderr
+    interrupted, queued = study_trials(folder)
+    assert interrupted.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.user_attrs["retry_of"] == 0
+    assert queued.system_attrs["fixed_params"] == interrupted.params  # optuna's record of queued values

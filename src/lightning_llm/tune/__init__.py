@@ -33,8 +33,9 @@ options:
   --study_name NAME   the study's folder under <logger save_dir>/tune/ (default: the search file's name)
   --<key> <value>     any fit override, for every trial and the best config (e.g. --data.path ...)
 
-Writes <save_dir>/tune/<study_name>/: study.db, trial_<n>/ (TensorBoard, with the HParams tab), trials.md,
-best.yaml (`lightning-llm fit --config .../best.yaml` trains it) and plots/*.png.
+Writes <save_dir>/tune/<study_name>/: study.db, trial_<n>/ (TensorBoard, with the HParams tab; checkpoints
+kept for the best trial only), trials.md, best.yaml (`lightning-llm fit --config .../best.yaml` trains it)
+and plots/*.png.
 """
 # Set in the processes that `--workers` starts: they run trials of the study their parent prepared.
 WORKER_ENV = "LIGHTNING_LLM_TUNE_WORKER"
@@ -75,7 +76,7 @@ def parse_options(argv: list[str]) -> TuneOptions:
         raise UserError(
             "tune needs --search <space.yaml> (see configs/search/) and --config <experiment.yaml>"
         )
-    if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
+    if not any(arg in ("--config", "-c") or arg.startswith("--config=") for arg in fit_args):
         raise UserError("tune needs --config <experiment.yaml>: the experiment whose settings it searches")
     # tune decides these for every trial (a fresh run, logged in the study's folder); the logger's save_dir
     # stays the user's: the study folder is under it
@@ -121,24 +122,26 @@ def _whole_number(name: str, text: str) -> int:
 
 def tune(argv: list[str]) -> None:
     """The command: prepare (every check before any trial), run the trials, write the report."""
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or any(arg in ("-h", "--help") for arg in argv):
         print(USAGE)
         return
-    worker = os.environ.get(WORKER_ENV)
     with exit_on_user_error():
         from lightning_llm.tune.plan import prepare_plan
         from lightning_llm.tune.report import write_report
         from lightning_llm.tune.space import load_search_space
-        from lightning_llm.tune.study import open_study, run_trials
+        from lightning_llm.tune.study import coordinate, open_study, work
 
         options = parse_options(argv)
-        plan = prepare_plan(options, load_search_space(options.search), quiet=worker is not None)
+        plan = prepare_plan(options, load_search_space(options.search))
+        worker = os.environ.get(WORKER_ENV)
         if worker is not None:  # a process of `--workers`: trials only
-            index, _, token = worker.partition(":")
-            return run_trials(plan, options, worker=int(index), token=token)
-        with open_study(plan, options) as study:
-            run_trials(plan, options, worker=0, study=study, argv=argv)
+            index, token, parent = worker.split(":")
+            return work(plan, options, int(index), token, int(parent))
+        with open_study(plan) as study:
+            finished = coordinate(plan, study, options, argv)
             write_report(study, plan)
+    if not finished:
+        raise SystemExit(130)  # stopped by a signal: scripts can tell
 
 
 def main() -> None:  # pragma: no cover - `python -m lightning_llm.tune`

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,6 @@ class Plan:
     seed: int
     settings_digest: str  # the experiment, flags and space: a resumed study must have the same
 
-    def base_value(self, key: str) -> Any:
-        return self.trial_config.get(key)
-
     def trial_args(self, number: int, values: Mapping[str, Any]) -> list[str]:
         """The `fit` command line of trial `number`: logged to <study>/trial_<number>/."""
         logger = [
@@ -91,63 +89,91 @@ def yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix("\n...\n").strip()
 
 
-def prepare_plan(options, space: SearchSpace, quiet: bool = False) -> Plan:
-    """Every check before any trial runs: the config builds for fit, the space's keys exist in it and its
-    values parse, the metric is one the module logs, and one trial is one process."""
+def prepare_plan(options, space: SearchSpace) -> Plan:
+    """Every check before any trial runs: the config builds for fit, the space's keys exist in it and every
+    value it can draw parses there, no flag typed on the command line is searched over, the metric is one
+    the module logs, trials log to TensorBoard, and one trial is one process."""
+    # tune builds each trial's CLI from its own arguments, which Lightning takes for a mix-up with sys.argv
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
     fit_args = options.fit_args
     check_config_files(["fit", *fit_args])
-    during_search = flags(space.during_search)
+    check_typed_flags(space, fit_args)
     ConciseErrors.command, ConciseErrors.argv = "fit", ["fit", *fit_args]
     for name in ("lightning.pytorch", "lightning.fabric"):  # device banners and "Seed set", once per trial
         logging.getLogger(name).setLevel(logging.WARNING)
-    ConciseErrors.context = f"search space {space.path}, during_search: "
-    try:
-        built = build_cli(["fit", *QUIET_TRIALS, *fit_args, *during_search], cli_class=BuildOnly)
-    finally:
-        ConciseErrors.context = ""
+    built = build_cli(["fit", *QUIET_TRIALS, *fit_args], cli_class=BuildOnly)  # the user's own mistakes first
     fit_parser = built._parser("fit")
-    trial_config = built.config.fit
-    check_keys(space, trial_config)
+    best_base = built.config.fit
     metric, direction = objective(space, built)
     if built.trainer.world_size > 1 or built.trainer.num_nodes > 1:
         raise UserError(
             f"tune runs each trial in one process, and this config asks for {built.trainer.world_size} "
             "(trainer.devices / num_nodes / strategy); use --workers for trials side by side"
         )
+    logger = best_base.get("trainer.logger")
+    if not isinstance(logger, Namespace) or not str(logger.get("class_path", "")).endswith(
+        "TensorBoardLogger"
+    ):
+        raise UserError(
+            "tune logs every trial to TensorBoard (the HParams tab compares them), and this config's "
+            "trainer.logger is not a TensorBoardLogger; set one (the shipped configs do)"
+        )
     ConciseErrors.context = f"search space {space.path}: "
-    try:  # every distribution's ends parse as values of their keys: a wrong type fails now, not in trial 7
-        for end in ("low", "high"):
-            sampled = {
-                p.key: (p.choices[-1] if p.kind == "categorical" else getattr(p, end))
-                for p in space.parameters
-            }
-            built.parser.parse_args(
-                ["fit", *fit_args, *during_search, *flags(space.values(sampled, trial_config))]
-            )
-        best_base = built.parser.parse_args(["fit", *fit_args]).fit
+    try:
+        trial_config = built.parser.parse_args(["fit", *fit_args, *flags(space.during_search)]).fit
+        check_keys(space, trial_config)
+        plan = Plan(
+            space=space,
+            metric=metric,
+            direction=direction,
+            study_dir=Path(logger.init_args.get("save_dir") or "logs")
+            / "tune"
+            / (options.study_name or space.path.stem),
+            fit_args=list(fit_args),
+            trial_config=trial_config,
+            best_config_base=best_base,
+            dump=lambda config: fit_parser.dump(config, skip_none=False),
+            seed=_seed(trial_config.get("seed_everything")),
+            settings_digest=settings_digest(fit_args, space),
+        )
+        for sampled in extreme_draws(space):  # a value of the wrong type fails now, not in trial 7
+            built.parser.parse_args(plan.trial_args(0, space.values(sampled, trial_config)))
     finally:
         ConciseErrors.context = ""
-    logger = trial_config.get("trainer.logger")
-    save_dir = logger.get("init_args", {}).get("save_dir") if isinstance(logger, Namespace) else None
-    if logger is None or logger is False:
-        raise UserError(
-            "tune logs every trial to TensorBoard, and this config turns trainer.logger off; turn it on"
+    return plan
+
+
+def _seed(seed: Any) -> int:
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
+def extreme_draws(space: SearchSpace) -> list[dict[str, Any]]:
+    """Draws that together use every end of every range and every choice."""
+    longest = max([2, *(len(p.choices) for p in space.parameters)])
+    draws = []
+    for index in range(longest):
+        draws.append(
+            {
+                p.key: p.choices[index % len(p.choices)]
+                if p.kind == "categorical"
+                else (p.low, p.high)[index % 2]
+                for p in space.parameters
+            }
         )
-    name = options.study_name or space.path.stem
-    seed = trial_config.get("seed_everything")
-    del built
-    return Plan(
-        space=space,
-        metric=metric,
-        direction=direction,
-        study_dir=Path(save_dir or "logs") / "tune" / name,
-        fit_args=list(fit_args),
-        trial_config=trial_config,
-        best_config_base=best_base,
-        dump=lambda config: fit_parser.dump(config, skip_none=False),
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
-        settings_digest=settings_digest(fit_args, space),
-    )
+    return draws
+
+
+def check_typed_flags(space: SearchSpace, fit_args: list[str]) -> None:
+    """A flag on tune's command line that the space also sets would be replaced in every trial: refuse it."""
+    set_by_space = {p.key for p in space.parameters} | set(space.during_search)
+    set_by_space |= {key.rpartition(".")[0] for key in set_by_space if key.rpartition(".")[2].isdigit()}
+    for arg in fit_args:
+        key = arg.partition("=")[0].removeprefix("--")
+        if arg.startswith("--") and key in set_by_space:
+            raise UserError(
+                f"--{key} is typed on the command line and also set by the search space {space.path}; "
+                "drop one of them"
+            )
 
 
 def check_keys(space: SearchSpace, config: Namespace) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lightning_llm.atomic import atomic_write_text
 from lightning_llm.tune.plan import Plan
+from lightning_llm.tune.study import ERROR, PRUNED_AT, RETRY_OF, SECONDS, VALUES, WORKER
 
 
 def write_report(study, plan: Plan) -> None:
@@ -27,7 +28,7 @@ def write_report(study, plan: Plan) -> None:
         f"# Trial {best.number} of the study in {plan.study_dir}: {plan.metric} {best.value:.4f} "
         f"(best of {len(complete)} finished trials).\n# lightning-llm fit --config {best_config}\n"
     )
-    values = {key: _parsed(text) for key, text in best.user_attrs["config"].items()}
+    values = best.user_attrs[VALUES]
     atomic_write_text(best_config, header + plan.best_config_yaml(values))
     written = write_plots(study, plan.study_dir / "plots")
     print(
@@ -37,37 +38,38 @@ def write_report(study, plan: Plan) -> None:
     )
 
 
-def _parsed(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def trials_table(study, plan: Plan) -> str:
     """One row per trial: its state, the metric (best of its validations), where it stopped, its values."""
     trials = study.get_trials(deepcopy=False)
+    retried = {trial.user_attrs.get(RETRY_OF) for trial in trials}
     keys = [parameter.key for parameter in plan.space.parameters]
-    names = [key.removeprefix("model.init_args.").removeprefix("data.init_args.") for key in keys]
+    names = [
+        _short_key(p.key) + (f" (x {_short_key(p.times)})" if p.times else "") for p in plan.space.parameters
+    ]
     lines = [
         f"| trial | state | {plan.metric} | seconds | worker | " + " | ".join(names) + " |",
         "|---:|---|---:|---:|---:|" + "---:|" * len(keys),
     ]
     for trial in trials:
         state = trial.state.name.lower()
-        if "pruned_at_step" in trial.user_attrs:
-            state = f"pruned at step {trial.user_attrs['pruned_at_step']}"
-        elif "interrupted" in trial.user_attrs:
+        if PRUNED_AT in trial.user_attrs:
+            state = f"pruned at step {trial.user_attrs[PRUNED_AT]}"
+        elif trial.number in retried:
             state = "interrupted (retried)"
-        elif "error" in trial.user_attrs:
-            state = f"failed: {trial.user_attrs['error'][:60]}"
+        elif ERROR in trial.user_attrs:
+            state = f"failed: {trial.user_attrs[ERROR][:60]}"
         value = f"{trial.value:.4f}" if trial.value is not None else ""
-        seconds = trial.user_attrs.get("seconds", "")
+        seconds = trial.user_attrs.get(SECONDS, "")
         cells = [_cell(trial.params.get(key)) for key in keys]
-        worker = trial.user_attrs.get("worker", "")
+        worker = trial.user_attrs.get(WORKER, "")
         lines.append(
             f"| {trial.number} | {state} | {value} | {seconds} | {worker} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _short_key(key: str) -> str:
+    return key.removeprefix("model.init_args.").removeprefix("data.init_args.")
 
 
 def _cell(value) -> str:
@@ -93,11 +95,12 @@ def write_plots(study, folder: Path) -> list[str]:
     written = []
     for name, plot in wanted.items():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+            # optuna marks its matplotlib plots experimental; the slice plot's colour bar defeats tight_layout
+            warnings.simplefilter("ignore")
             axes = plot(study)
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
-        figure.tight_layout()
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
+            figure.tight_layout()
         figure.savefig(folder / f"{name}.png", dpi=100)
         plt.close(figure)
         written.append(f"{folder / name}.png")

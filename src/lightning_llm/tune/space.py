@@ -145,9 +145,24 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not isinstance(parameters, dict) or not parameters:
         raise UserError(f"{where}: `parameters:` must map config keys to distributions; it is {parameters!r}")
     distributions = tuple(_distribution(where, key, body) for key, body in parameters.items())
+    by_key = {distribution.key: distribution for distribution in distributions}
     for distribution in distributions:
+        target = by_key.get(distribution.times) if distribution.times else None
         if distribution.times is not None and distribution.times == distribution.key:
             raise UserError(f"{where}: {distribution.key} cannot be a multiple of itself (times:)")
+        if target is not None and target.times is not None:
+            raise UserError(
+                f"{where}: {distribution.key} multiplies {target.key}, which is itself a ratio; multiply "
+                "a key that takes its value as drawn"
+            )
+        if (
+            target is not None
+            and target.kind == "categorical"
+            and not all(_is_number(c) for c in target.choices)
+        ):
+            raise UserError(
+                f"{where}: {distribution.key} multiplies {target.key}, whose choices are not all numbers"
+            )
     direction = spec.get("direction")
     if direction is not None and direction not in DIRECTIONS:
         raise UserError(f"{where}: direction is {direction!r}; use minimize or maximize")
@@ -157,6 +172,13 @@ def load_search_space(path: str | Path) -> SearchSpace:
     during_search = spec.get("during_search") or {}
     if not isinstance(during_search, dict):
         raise UserError(f"{where}: during_search must map config keys to values; it is {during_search!r}")
+    for key in [*parameters, *during_search]:
+        if key == "ckpt_path" or (
+            key.startswith("trainer.logger") and key != "trainer.logger.init_args.save_dir"
+        ):
+            raise UserError(
+                f"{where}: tune sets {key} for each trial itself (a fresh run in the study's folder); remove it"
+            )
     overlap = set(during_search) & set(parameters)
     if overlap:
         raise UserError(
@@ -225,6 +247,10 @@ def _distribution(where: str, key: Any, body: Any) -> Distribution:
     if times is not None and not isinstance(times, str):
         raise UserError(f"{where}: {key}: times is {times!r}; name the config key whose value it multiplies")
     return Distribution(key, kind, number(low), number(high), log, step, times=times)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _counts(where: str, name: str, value: Any, allowed: set[str], allow_none: bool) -> dict[str, int] | None:

@@ -1,5 +1,8 @@
 """The study: SQLite storage in the study folder, one `tune` at a time on it, trials in `--workers` processes,
-and a study killed mid-trial continuing where it stopped (the interrupted trial marked failed and retried)."""
+and a study killed mid-trial continuing where it stopped (the interrupted trial marked failed and retried).
+
+Trials are taken with optuna's ask/tell under a file lock, so workers never start more than --n_trials.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import contextlib
 import fcntl
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,39 +19,39 @@ import uuid
 from collections.abc import Iterator
 
 from lightning_llm.errors import UserError, user_error_in
-from lightning_llm.tune.plan import Plan, yaml_value
+from lightning_llm.tune.plan import Plan, TrialRun, yaml_value
 from lightning_llm.tune.pruning import ReportToTrial
 
-_INTERRUPTED = "interrupted"  # user attribute of a trial whose process died: retried, not counted
-_ERROR = "error"  # user attribute of a trial whose run failed with a message: counted, not retried
-
-
-class TrialFailed(Exception):
-    """A trial's run ended in a user error (the message is in the trial's `error` attribute)."""
+# User attributes of a trial (optuna keeps them in the study): what the table and best.yaml read back.
+VALUES = "values"  # config key -> value the trial trained with (ratios applied, list items joined)
+WORKER = "worker"  # the process that ran it (0: the `tune` command itself)
+SECONDS = "seconds"
+PRUNED_AT = "pruned_at_step"
+ERROR = "error"  # its run failed with this message: counted towards --n_trials, not retried
+RETRY_OF = "retry_of"  # it repeats trial N, which a signal or a killed process interrupted
+WORKER_EXIT_WAIT_S = 120  # after a stop, how long workers get to save and leave before they are killed
 
 
 class Stopped(Exception):
-    """SIGINT or SIGTERM stopped a trial (GracefulStop): the study stops, and a rerun retries that trial."""
-
-
-def storage_url(plan: Plan) -> str:
-    return f"sqlite:///{(plan.study_dir / 'study.db').resolve()}"
+    """A signal (Ctrl-C, SIGTERM) stopped this process's trial: the study stops; a rerun retries that trial."""
 
 
 def load(plan: Plan, worker: int):
-    """The study, with a sampler seeded per worker (two workers must not propose the same values)."""
+    """The study, its sampler seeded by the worker and the trials so far (a resumed study or a second
+    worker must not propose the values already tried)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tune prints one line per trial itself
-    pruner_settings = plan.space.pruner
-    pruner = (
-        optuna.pruners.NopPruner()
-        if pruner_settings is None
-        else optuna.pruners.MedianPruner(**{"n_startup_trials": 2, **pruner_settings})
-    )
-    sampler = optuna.samplers.TPESampler(seed=plan.seed + worker, **plan.space.sampler)
     # SQLite serialises the workers' writes; a generous lock timeout instead of "database is locked"
-    storage = optuna.storages.RDBStorage(storage_url(plan), engine_kwargs={"connect_args": {"timeout": 60}})
+    url = f"sqlite:///{(plan.study_dir / 'study.db').resolve()}"
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    try:
+        trials_so_far = storage.get_n_trials(storage.get_study_id_from_name(plan.study_dir.name))
+    except KeyError:
+        trials_so_far = 0
+    settings = plan.space.pruner
+    pruner = optuna.pruners.NopPruner() if settings is None else optuna.pruners.MedianPruner(**settings)
+    sampler = optuna.samplers.TPESampler(seed=plan.seed + 7919 * worker + trials_so_far, **plan.space.sampler)
     return optuna.create_study(
         storage=storage,
         study_name=plan.study_dir.name,
@@ -59,11 +63,9 @@ def load(plan: Plan, worker: int):
 
 
 @contextlib.contextmanager
-def open_study(plan: Plan, options) -> Iterator:
+def open_study(plan: Plan) -> Iterator:
     """Create or continue the study; held exclusively while this `tune` runs. A study started with other
     settings is refused; trials left running by a killed `tune` are marked failed and queued again."""
-    from optuna.trial import TrialState
-
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     with open(plan.study_dir / ".lock", "w") as lock:
         try:
@@ -77,21 +79,31 @@ def open_study(plan: Plan, options) -> Iterator:
         started_with = study.user_attrs.get("settings")
         if started_with is None:
             study.set_user_attr("settings", plan.settings_digest)
-            study.set_user_attr("metric", plan.metric)
         elif started_with != plan.settings_digest:
             raise UserError(
                 f"the study in {plan.study_dir} was started with another config, flags or search space; rerun "
                 "it with the same ones to continue it, or give this search another --study_name"
             )
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_user_attr(trial._trial_id, _INTERRUPTED, True)
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-            print(
-                f"trial {trial.number} was interrupted: marked failed, its values queued again",
-                file=sys.stderr,
-            )
+        requeue_running(study, "was interrupted")
         yield study
+
+
+def requeue_running(study, why: str) -> int:
+    """Trials still marked running when no process runs them: failed, and their values queued again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        requeue(study, trial)
+        print(f"trial {trial.number} {why}: marked failed, its values queued again", file=sys.stderr)
+    return len(stale)
+
+
+def requeue(study, trial) -> None:
+    from optuna.trial import TrialState
+
+    study.tell(trial.number, state=TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
 
 
 def counted(study) -> int:
@@ -100,48 +112,66 @@ def counted(study) -> int:
 
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     trials = study.get_trials(deepcopy=False)
-    return sum(t.state in live or (t.state == TrialState.FAIL and _ERROR in t.user_attrs) for t in trials)
+    return sum(t.state in live or (t.state == TrialState.FAIL and ERROR in t.user_attrs) for t in trials)
 
 
-def run_trials(
-    plan: Plan, options, worker: int, study=None, argv: list[str] | None = None, token: str = ""
-) -> None:
-    """Trials until the study holds --n_trials; worker 0 starts the other workers, lets them finish their
-    set-up so that all start together, and waits for them at the end."""
+def next_trial(study, plan: Plan, n_trials: int):
+    """A new trial (a queued one first), or None when the study holds --n_trials; one process at a time."""
+    with open(plan.study_dir / ".ask.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return study.ask() if counted(study) < n_trials else None
+
+
+def run_trials(plan: Plan, study, n_trials: int, worker: int) -> bool:
+    """This process's trials until the study holds n_trials; False when a signal stopped one."""
+    while (trial := next_trial(study, plan, n_trials)) is not None:
+        try:
+            run_one(plan, study, trial, worker)
+        except (Stopped, KeyboardInterrupt):
+            requeue(study, trial)
+            return False
+        keep_checkpoints_of_the_best(study, plan)
+    return True
+
+
+def coordinate(plan: Plan, study, options, argv: list[str]) -> bool:
+    """The `tune` command's trials, beside --workers - 1 more processes; False when a signal stopped it."""
     import torch
 
-    if study is None:
-        study = load(plan, worker)
-    helpers = []
-    if worker == 0 and options.workers > 1:
-        token = uuid.uuid4().hex
-        helpers = [start_worker(plan, index, argv or [], token) for index in range(1, options.workers)]
+    token = uuid.uuid4().hex
+    workers = [start_worker(plan, index, argv, token) for index in range(1, options.workers)]
     if options.workers > 1:
         torch.set_num_threads(1)  # one core per trial: the processes run side by side
-    if worker > 0:
-        study.set_user_attr(f"worker_{worker}_ready", token)
     try:
-        wait_until_ready(study, helpers, token)
-        while counted(study) < options.n_trials:
-            study.optimize(lambda trial: run_one(plan, trial, worker), n_trials=1, catch=(TrialFailed,))
-    except Stopped as stopped:
-        study.enqueue_trial(stopped.args[0], user_attrs={"retry_of": stopped.args[1]}, skip_if_exists=False)
+        wait_until_ready(study, workers, token)
+        finished = run_trials(plan, study, options.n_trials, worker=0)
+    except BaseException:
+        stop(workers)
+        raise
+    if not finished:
         print("tune stopped by a signal; the same command continues the study", file=sys.stderr)
-        for process in helpers:
-            process.send_signal(signal.SIGTERM)  # they stop their trials the same way
-    finally:
-        for index, process in enumerate(helpers, start=1):
-            if process.wait() != 0:
-                print(
-                    f"worker {index} ended with exit status {process.returncode}; see "
-                    f"{plan.study_dir / f'worker_{index}.log'}",
-                    file=sys.stderr,
-                )
+        stop(workers)
+    for index, process in enumerate(workers, start=1):
+        if process.wait() != 0:
+            log = plan.study_dir / f"worker_{index}.log"
+            print(f"worker {index} ended with exit status {process.returncode}; see {log}", file=sys.stderr)
+    if finished and requeue_running(study, "was left running by a worker that died"):
+        finished = run_trials(plan, study, options.n_trials, worker=0)
+    return finished
 
 
-def wait_until_ready(study, helpers: list[subprocess.Popen], token: str) -> None:
-    """Until every started worker has built its experiment (or died: its log says why)."""
-    waiting = dict(enumerate(helpers, start=1))
+def work(plan: Plan, options, worker: int, token: str, parent: int) -> None:
+    """A process of --workers: trials of the study its parent opened, until the study is full."""
+    die_with_parent(parent)
+    study = load(plan, worker)
+    study.set_user_attr(f"worker_{worker}_ready", token)
+    if not run_trials(plan, study, options.n_trials, worker):
+        raise SystemExit(130)
+
+
+def wait_until_ready(study, workers: list[subprocess.Popen], token: str) -> None:
+    """Until every worker has built its experiment (or died: its log says why), so that all start together."""
+    waiting = dict(enumerate(workers, start=1))
     while waiting:
         ready = study.user_attrs
         for index, process in list(waiting.items()):
@@ -150,79 +180,115 @@ def wait_until_ready(study, helpers: list[subprocess.Popen], token: str) -> None
         time.sleep(0.2 if waiting else 0)
 
 
+def stop(workers: list[subprocess.Popen]) -> None:
+    """SIGTERM: each worker's trial saves and stops (GracefulStop); one that does not leave in time is killed."""
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
+    for process in workers:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def start_worker(plan: Plan, index: int, argv: list[str], token: str) -> subprocess.Popen:
-    """Another process on the same study: the same command, one thread, dying with this one."""
+    """Another process on the same study: the same command, one thread."""
     from lightning_llm.tune import WORKER_ENV
 
-    env = {**os.environ, WORKER_ENV: f"{index}:{token}", "OMP_NUM_THREADS": "1"}
-    log = open(plan.study_dir / f"worker_{index}.log", "a")  # noqa: SIM115 - the child holds it
-    return subprocess.Popen(
-        [sys.executable, "-m", "lightning_llm", "tune", *argv],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-    )
+    env = {**os.environ, WORKER_ENV: f"{index}:{token}:{os.getpid()}", "OMP_NUM_THREADS": "1"}
+    with open(plan.study_dir / f"worker_{index}.log", "a") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lightning_llm", "tune", *argv],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGKILL when `tune` dies, so a killed study leaves no trial running unseen."""
-    with contextlib.suppress(Exception):
+def die_with_parent(parent: int) -> None:
+    """A worker ends with its `tune` (Linux: SIGKILL when the parent dies), leaving no trial running unseen."""
+    with contextlib.suppress(OSError, AttributeError):
         import ctypes
+        import ctypes.util
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise SystemExit(1)
 
 
-def run_one(plan: Plan, trial, worker: int) -> float:
-    """One trial: fit with the trial's values, reporting each validation; the best value is the result."""
-    import optuna
+def keep_checkpoints_of_the_best(study, plan: Plan) -> None:
+    """Trials are compared by their metric and `best.yaml` retrains the winner: only the best trial's
+    checkpoints are worth their disk (MBs to GBs per trial); the others' go once another trial leads."""
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    complete = [trial for trial in finished if trial.state == TrialState.COMPLETE]
+    best = study.best_trial.number if complete else None
+    for trial in finished:
+        folder = plan.study_dir / f"trial_{trial.number}" / "checkpoints"
+        if trial.number != best and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_one(plan: Plan, study, trial, worker: int) -> None:
+    """One trial: fit with the trial's values, reporting each validation; its best value goes to the study."""
+    from optuna.trial import TrialState
 
     from lightning_llm.callbacks.graceful_stop import GracefulStop
     from lightning_llm.cli import build_cli
-    from lightning_llm.tune.plan import TrialRun
 
     values = plan.space.values({p.key: p.sample(trial) for p in plan.space.parameters}, plan.trial_config)
-    trial.set_user_attr("config", {key: yaml_value(value) for key, value in values.items()})
-    trial.set_user_attr("worker", worker)
+    trial.set_user_attr(VALUES, values)
+    trial.set_user_attr(WORKER, worker)
     reporter = ReportToTrial(trial, plan.metric, plan.direction)
     shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in values.items())
+    where = f"worker {worker}, " if worker else ""
     start = time.perf_counter()
+
+    def fail(reason: str) -> None:
+        trial.set_user_attr(ERROR, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        print(f"trial {trial.number} failed: {reason} ({where}{shown})", file=sys.stderr)
+
     try:
         cli = build_cli(plan.trial_args(trial.number, values), callbacks=[reporter], cli_class=TrialRun)
-    except (Exception, SystemExit) as error:
-        found = user_error_in(error) if isinstance(error, Exception) else None
-        if found is None and isinstance(error, Exception):
+    except SystemExit as exit_:
+        if exit_.code != 2:  # Lightning exits 1 after Ctrl-C outside the training loop
+            raise Stopped from None
+        return fail("its settings did not parse (the error line above)")
+    except Exception as error:
+        found = user_error_in(error)
+        if found is None:
+            study.tell(trial, state=TrialState.FAIL)
             raise
-        reason = (
-            " ".join(str(found).split()) if found else "its settings did not parse (the error line above)"
-        )
-        trial.set_user_attr(_ERROR, reason)
-        print(f"trial {trial.number} failed: {reason} ({shown})", file=sys.stderr)
-        raise TrialFailed(reason) from None
+        return fail(" ".join(str(found).split()))
+    if cli.trainer.interrupted or any(
+        isinstance(c, GracefulStop) and c.received for c in cli.trainer.callbacks
+    ):
+        raise Stopped
     seconds = time.perf_counter() - start
-    if any(isinstance(callback, GracefulStop) and callback.received for callback in cli.trainer.callbacks):
-        trial.set_user_attr(_INTERRUPTED, True)
-        raise Stopped(trial.params, trial.number)
-    trial.set_user_attr("seconds", round(seconds, 1))
+    trial.set_user_attr(SECONDS, round(seconds, 1))
     if reporter.best is None or not math.isfinite(reporter.best):
-        reason = f"the run logged no finite {plan.metric}"
-        trial.set_user_attr(_ERROR, reason)
-        print(f"trial {trial.number} failed: {reason} ({shown})", file=sys.stderr)
-        raise TrialFailed(reason)
-    where = f"worker {worker}, " if worker else ""
+        return fail(f"the run logged no finite {plan.metric}")
     if reporter.pruned_at is not None:
-        trial.set_user_attr("pruned_at_step", reporter.pruned_at)
+        trial.set_user_attr(PRUNED_AT, reporter.pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
         print(
             f"trial {trial.number} pruned at step {reporter.pruned_at} ({where}{seconds:.0f} s; {shown})",
             file=sys.stderr,
         )
-        raise optuna.TrialPruned(f"pruned at step {reporter.pruned_at}")
+        return
+    study.tell(trial, reporter.best)
     print(
         f"trial {trial.number}: {plan.metric} {reporter.best:.4f} ({where}{seconds:.0f} s; {shown})",
         file=sys.stderr,
     )
-    return reporter.best
 
 
 def _short(value) -> str:
