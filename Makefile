@@ -63,10 +63,15 @@ consolidate: install ## Merge a sharded checkpoint folder into one file: make co
 gpu-check: install ## GPU check: GPT-2 124M bf16 + compile + FSDP (tokens/s, MFU, memory), BERT bf16 + compile; needs CUDA
 	PYTHON=$(PY) bench/gpu_check.sh
 
-bench: install ## Every benchmark in bench/, quick (under 10 min idle); tables in bench/results/summary.md
+# The peers the benchmarks compare with (the HF Trainer needs accelerate) and the profiler: the `bench` extra.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed ## Every benchmark in bench/, quick (under 10 min idle); tables in bench/results/summary.md
 	$(PY) bench/run_all.py --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
-bench-full: install ## Every benchmark in its full mode, for an idle machine (tens of minutes): the figures in docs/benchmarks.md
+bench-full: $(VENV)/.bench-installed ## Every benchmark in its full mode, for an idle machine (tens of minutes): the figures in docs/benchmarks.md
 	$(PY) bench/run_all.py --full --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
 test: install ## Run the whole test suite (CPU, minutes)

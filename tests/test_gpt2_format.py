@@ -29,7 +29,7 @@ from lightning_llm.models.gpt2_format import (
     to_gpt2,
     to_gpt2_classifier,
 )
-from lightning_llm.models.gpt_classifier import GPTClassifier
+from lightning_llm.models.gpt_classifier import PAIR_SEPARATOR, GPTClassifier
 from lightning_llm.tokenizers import BPETokenizer, CharTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,3 +225,22 @@ def test_importing_the_format_does_not_import_lightning():
     code = "import sys, lightning_llm.models.gpt2_format; print('lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_an_exported_gpt_classifier_joins_sentence_pairs_as_the_project_does(kind, checkpoints, tmp_path):
+    """A pair is first + line break + second, cut longest-first to max_length, in `transformers` as here."""
+    classifier = GPTClassifier(str(checkpoints[kind]), num_labels=2).eval()
+    encoder, text_tokenizer = classifier.tokenizer, classifier.tokenizer.text_tokenizer
+    save_gpt2(
+        to_gpt2_classifier(classifier, ["no", "yes"]),
+        gpt2_tokenizer(text_tokenizer, 16, pad=True, pair_separator=PAIR_SEPARATOR),
+        tmp_path,
+    )
+    _, hf_tokenizer = load_hf(tmp_path, "AutoModelForSequenceClassification")
+    firsts, seconds = ["the fox", "a lazy dog jumps over the quick brown fox"], ["jumps", "the dog"]
+    ours = encoder.encode(firsts, seconds, max_length=16).input_ids
+    theirs = hf_tokenizer(firsts, seconds, truncation=True, max_length=16)["input_ids"]
+    assert theirs == ours
+    single = hf_tokenizer(firsts, truncation=True, max_length=16)["input_ids"]
+    assert single == encoder.encode(firsts, None, max_length=16).input_ids

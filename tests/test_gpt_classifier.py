@@ -17,8 +17,9 @@ from gpt_fixtures import gpt_checkpoints as checkpoints  # noqa: F401
 from lightning_llm.checkpoints import load_module
 from lightning_llm.errors import UserError
 from lightning_llm.lit.language_model import LanguageModel
-from lightning_llm.models.gpt_classifier import GPTClassifier, _longest_first
+from lightning_llm.models.gpt_classifier import GPTClassifier, GPTTextEncoder, _longest_first
 from lightning_llm.models.text_encoding import UnencodableText
+from lightning_llm.tokenizers import CharTokenizer
 
 TEXTS = ["the fox", "a lazy dog", "seven kings 3."]  # distinct lengths in characters and in BPE tokens
 
@@ -224,3 +225,13 @@ def test_importing_the_model_does_not_import_lightning():
     code = "import sys, lightning_llm.models.gpt_classifier; print('lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_pairs_need_a_line_break_in_a_char_vocabulary():
+    """The separator itself cannot be encoded: the error says so, not that the first text failed."""
+    encoder = GPTTextEncoder(CharTokenizer("abc ").to_json(), block_size=16)
+    assert encoder.encode(["ab"], None, max_length=16).input_ids == [
+        encoder.text_tokenizer.encode("ab").tolist()
+    ]
+    with pytest.raises(UserError, match="no line break, which joins the two texts of a pair"):
+        encoder.encode(["ab"], ["ca"], max_length=16)

@@ -82,7 +82,7 @@ def _folder_writer(ckpt_path: str) -> tuple[Callable[[Path], None], str]:
         return _language_model_writer(ckpt_path)
     from lightning_llm.checkpoints import load_module
     from lightning_llm.lit.classifier import SequenceClassifier
-    from lightning_llm.models.gpt_classifier import GPTClassifier
+    from lightning_llm.models.gpt_classifier import PAIR_SEPARATOR, GPTClassifier
 
     module = load_module(SequenceClassifier, ckpt_path).eval()
     labels = f"labels {', '.join(module.label_names)}"
@@ -92,7 +92,8 @@ def _folder_writer(ckpt_path: str) -> tuple[Callable[[Path], None], str]:
     from lightning_llm.models.gpt2_format import gpt2_tokenizer, save_gpt2, to_gpt2_classifier
 
     model = to_gpt2_classifier(backbone, module.label_names)
-    tokenizer = gpt2_tokenizer(backbone.tokenizer.text_tokenizer, backbone.block_size, pad=True)
+    text_tokenizer = backbone.tokenizer.text_tokenizer
+    tokenizer = gpt2_tokenizer(text_tokenizer, backbone.block_size, pad=True, pair_separator=PAIR_SEPARATOR)
     return lambda folder: save_gpt2(model, tokenizer, folder), f"GPT2ForSequenceClassification, {labels}"
 
 

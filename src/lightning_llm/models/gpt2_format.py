@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tokenizers import Regex, decoders, models, pre_tokenizers
+from tokenizers import Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 from transformers import (
     AutoConfig,
@@ -263,16 +263,20 @@ def _check_importable(config: GPT2Config, model: GPT2LMHeadModel) -> None:
         )
 
 
-def gpt2_tokenizer(tokenizer: Tokenizer, model_max_length: int, pad: bool = False) -> PreTrainedTokenizerFast:
+def gpt2_tokenizer(
+    tokenizer: Tokenizer, model_max_length: int, pad: bool = False, pair_separator: str | None = None
+) -> PreTrainedTokenizerFast:
     """The project's tokenizer as a `transformers` one with the same ids and decoding.
 
     BPE keeps its `tokenizers` JSON, with `<|endoftext|>` as GPT-2's bos, eos, unk and pad token. Characters
     become one WordLevel token each; a character outside the vocabulary fails to encode, as here. With `pad`,
-    characters get a padding token of their own after the last character's id (see `to_gpt2_classifier`)."""
+    characters get a padding token of their own after the last character's id (see `to_gpt2_classifier`).
+    With `pair_separator`, a text pair encodes as the classifier's does: first, separator, second."""
     # no clean-up of spaces around punctuation on decoding: the text comes back as it was
     common = {"model_max_length": model_max_length, "clean_up_tokenization_spaces": False}
     if isinstance(tokenizer, BPETokenizer):
         backend = HFTokenizer.from_str(tokenizer.to_json())
+        _join_pairs(backend, tokenizer, pair_separator)
         if backend.token_to_id(END_OF_TEXT) is None:
             return PreTrainedTokenizerFast(tokenizer_object=backend, **common)
         specials = dict.fromkeys(("bos_token", "eos_token", "unk_token", "pad_token"), END_OF_TEXT)
@@ -288,8 +292,22 @@ def gpt2_tokenizer(tokenizer: Tokenizer, model_max_length: int, pad: bool = Fals
         backend = HFTokenizer(models.WordLevel(vocab, unk_token=NO_UNKNOWN))
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(CHARACTER_PIECES), behavior="isolated")
         backend.decoder = decoders.Fuse()
+        _join_pairs(backend, tokenizer, pair_separator)
         return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=pad_token, **common)
     raise UserError(f"a {type(tokenizer).__name__} cannot be exported: only the char and BPE tokenizers can")
+
+
+def _join_pairs(backend: HFTokenizer, tokenizer: Tokenizer, separator: str | None) -> None:
+    """A pair becomes first + separator + second, the separator's ids as the project encodes it; a single
+    text stays as it is. Truncation of a pair then keeps room for the separator, as the classifier does."""
+    if separator is None:
+        return
+    ids = tokenizer.encode(separator)
+    pieces = [tokenizer.decode([token_id]) for token_id in ids]
+    special = [{"id": "separator", "ids": ids, "tokens": pieces}]
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A", pair="$A:0 separator:0 $B:1", special_tokens=special
+    )
 
 
 def _unused_character(vocab: dict[str, int]) -> str:

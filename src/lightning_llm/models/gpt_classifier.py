@@ -158,6 +158,10 @@ class GPTClassifier(nn.Module):
         return list(self.head.parameters())
 
 
+# Between the two texts of a pair: the GPT was pretrained on plain text, where a line break parts passages.
+PAIR_SEPARATOR = "\n"
+
+
 class GPTTextEncoder:
     """The pretrained checkpoint's char or BPE tokenizer, as the data module's `TextEncoder`.
 
@@ -179,7 +183,7 @@ class GPTTextEncoder:
             truncated = sum(len(ids) > max_length for ids in firsts)
             return EncodedTexts([ids[:max_length] for ids in firsts], None, truncated)
         seconds = self._encode_all(pairs)
-        separator = self._encode_all(["\n"])[0]
+        separator = self.pair_separator_ids()
         joined, truncated = [], 0
         for whole_first, whole_second in zip(firsts, seconds, strict=True):
             first, second = _longest_first(whole_first, whole_second, max_length - len(separator))
@@ -187,6 +191,16 @@ class GPTTextEncoder:
             truncated += len(ids) < len(whole_first) + len(separator) + len(whole_second)
             joined.append(ids)
         return EncodedTexts(joined, None, truncated)
+
+    def pair_separator_ids(self) -> list[int]:
+        """The line break's token ids; a tokenizer without it (a char vocabulary of one-line texts) cannot join pairs."""
+        try:
+            return self.text_tokenizer.encode(PAIR_SEPARATOR).tolist()
+        except UserError:
+            raise UserError(
+                "this GPT's character tokenizer has no line break, which joins the two texts of a pair: pretrain "
+                "on text with line breaks, or classify single texts (leave data.text_pair_column unset)"
+            ) from None
 
     def _encode_all(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text; a text that cannot be encoded (empty, or characters a char tokenizer never
