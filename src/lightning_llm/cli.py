@@ -474,7 +474,10 @@ def resume_last_run(config, subcommand: str) -> None:
 
 
 def build_cli(
-    args: list[str] | None, run: bool = True, callbacks: Sequence[Callback] = (), cli_class: type[LLMCLI] = LLMCLI
+    args: list[str] | None,
+    run: bool = True,
+    callbacks: Sequence[Callback] = (),
+    cli_class: type[LLMCLI] = LLMCLI,
 ) -> LLMCLI:
     """The project's LightningCLI (`run=False` builds model, data and trainer without running a subcommand);
     `callbacks` join the ones every run gets."""
