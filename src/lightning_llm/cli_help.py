@@ -20,7 +20,7 @@ from lightning_llm.errors import UserError, exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # Each is the function of the same name in its module.
-OUR_COMMANDS = ("generate", "consolidate", "export", "serve", "tune")
+OUR_COMMANDS = ("generate", "consolidate", "export", "serve", "tune", "prepare")
 COMMANDS = (*LIGHTNING_COMMANDS, *OUR_COMMANDS)
 OVERVIEW = """usage: lightning-llm COMMAND [options]
 
@@ -33,6 +33,7 @@ Commands:
   consolidate  Merge a sharded (FSDP) checkpoint folder into one file: consolidate <folder>
   export       A checkpoint as a Hugging Face folder (GPT-2 format for GPTs): export --ckpt_path <file> --output_dir <dir>
   serve        A checkpoint behind HTTP (POST /predict, GET /health): serve --ckpt_path <file> --port 8000
+  prepare      Tokenise a corpus once, in parallel, for streaming: prepare --data.path <files> --output_dir <dir>
   tune         Search hyperparameters with Optuna: tune --config <experiment>.yaml --search configs/search/<space>.yaml
 
 Help on the keys:

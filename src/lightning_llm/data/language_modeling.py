@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
 from lightning_llm.data.hub import is_hub_source
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
+from lightning_llm.data.prepared import PREFIX, prepared_tokenizer, read_manifest
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
@@ -28,7 +29,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             pydoc_data/topics.py, _sysconfigdata_*.py, stringprep.py, re/_casefix.py, html/entities.py).
             A table (.tsv, .csv, .jsonl) contributes only its `text_column`, one row per line; other files
             their whole text. Or one Hugging Face dataset split, `hub:<dataset>[:<config>]:<split>` (e.g.
-            `hub:wikitext:wikitext-2-raw-v1:train`; needs the `hub` extra).
+            `hub:wikitext:wikitext-2-raw-v1:train`; needs the `hub` extra). Or a folder written by
+            `lightning-llm prepare`, `prepared:<folder>`: its chunks are streamed (litdata), and the tokenizer,
+            split and vocabulary come from it (tokenizer, bpe_vocab_size and val_fraction must agree).
         text_column: The column holding the text, in table files (.tsv, .csv, .jsonl) of `path` and in
             a hub dataset; the other columns (labels, ids) and the header are left out.
         tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
@@ -95,6 +98,12 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.text_column = text_column
         self._cache: TokenCache | None = None
+        self.prepared = (
+            Path(path.removeprefix(PREFIX)) if isinstance(path, str) and path.startswith(PREFIX) else None
+        )
+        self._prepared_tokenizer: Tokenizer | None = None
+        self._train_loader = None  # the streaming loader, whose position the checkpoint keeps
+        self._loader_state: dict | None = None  # a checkpoint's position, for the next streaming loader
 
     # --- the corpus, prepared on first use (the CLI reads vocab_size right after __init__) ---
     @property
@@ -111,7 +120,12 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        return self.cache.tokenizer
+        if self.prepared is None:
+            return self.cache.tokenizer
+        if self._prepared_tokenizer is None:
+            self._check_prepared()
+            self._prepared_tokenizer = prepared_tokenizer(self.prepared)
+        return self._prepared_tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -119,7 +133,30 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer_file(self) -> Path:
-        return self.cache.tokenizer_file
+        return self.prepared / "tokenizer.json" if self.prepared is not None else self.cache.tokenizer_file
+
+    def _check_prepared(self) -> None:
+        """The prepared folder's settings are the run's: a different one typed here is refused, not ignored."""
+        manifest = read_manifest(self.prepared)
+        wanted = {"tokenizer": self.tokenizer_kind, "val_fraction": self.val_fraction}
+        if manifest["tokenizer"] == "bpe" and self.tokenizer_kind == "bpe":
+            wanted["bpe_vocab_size"] = self.bpe_vocab_size
+        for key, value in wanted.items():
+            if manifest.get(key) != value:
+                raise UserError(
+                    f"data.{key} is {value!r}, but {self.prepared} was prepared with {manifest.get(key)!r}; set "
+                    f"--data.{key} {manifest.get(key)} (the folder decides it), or prepare the corpus again"
+                )
+        tokens = manifest["tokens"]
+        for split, needed in (
+            ("train", self.batch_size * (self.block_size + 1)),
+            ("val", self.block_size + 1),
+        ):
+            if tokens[split] < needed:
+                raise UserError(
+                    f"{self.prepared} holds {tokens[split]} {split} tokens, fewer than the {needed} one batch needs; "
+                    "use a smaller data.block_size or data.batch_size, or a larger corpus"
+                )
 
     @property
     def split_index(self) -> int:
@@ -151,7 +188,8 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             )
 
     def prepare_data(self) -> None:
-        self.cache  # noqa: B018 - builds the cache once, on rank 0 of each node
+        if self.prepared is None:
+            self.cache  # noqa: B018 - builds the cache once, on rank 0 of each node
 
     # --- loaders ---
     def _batches_trained(self) -> int:
@@ -161,6 +199,18 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         return self.trainer.global_step * self.trainer.accumulate_grad_batches
 
     def train_dataloader(self) -> DataLoader:
+        if self.prepared is not None:
+            from lightning_llm.data.streaming import training_loader
+
+            self.tokenizer  # noqa: B018 - checks the folder's settings first
+            loader = training_loader(
+                self.prepared, self.block_size, self.batch_size, self.seed, self.num_workers
+            )
+            if self._loader_state is not None:
+                loader.load_state_dict(self._loader_state)
+                self._loader_state = None
+            self._train_loader = loader
+            return loader
         dataset = ShuffledWindowBatches(
             self.train_tokens,
             self.block_size,
@@ -173,6 +223,11 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         return ResumableLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
 
     def val_dataloader(self) -> DataLoader:
+        if self.prepared is not None:
+            from lightning_llm.data.streaming import EvenlySpacedWindows, windows_to_xy
+
+            windows = EvenlySpacedWindows(self.prepared, self.block_size, self.val_windows)
+            return DataLoader(windows, batch_size=self.eval_batch_size, collate_fn=windows_to_xy)
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
         return DataLoader(
             dataset,
@@ -184,3 +239,10 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    # --- the streaming loader's position, kept in checkpoints (Lightning calls these with the checkpoint) ---
+    def state_dict(self) -> dict:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._loader_state = state_dict.get("train_loader")
