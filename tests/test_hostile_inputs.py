@@ -372,6 +372,14 @@ CASES = [
     BadInput("tune-two-processes-per-trial", lambda: tune("good.yaml", "--trainer.devices", "2", "--trainer.strategy", "ddp"), ("one process", "--workers")),
     BadInput("tune-flag-also-searched", lambda: tune("good.yaml", "--model.init_args.learning_rate", "0.01"), ("--model.init_args.learning_rate is typed", "drop one")),
     BadInput("tune-study-of-other-settings", lambda: tune("good.yaml", "--study_name", "other-settings"), ("was started with another config", "--study_name")),
+    # prepare and streaming from a prepared folder
+    BadInput("prepare-without-output-dir", lambda: ["prepare", "--data.path", "corpus.txt"], ("--output_dir",)),
+    BadInput("prepare-into-a-used-folder", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "plain-folder"], ("plain-folder exists and is not a prepared folder",)),
+    BadInput("prepare-unknown-tokenizer", lambda: ["prepare", "--data.path", "corpus.txt", "--data.tokenizer", "wordpiece", "--output_dir", "p"], ("data.tokenizer is 'wordpiece'",)),
+    BadInput("prepare-val-fraction-one", lambda: ["prepare", "--data.path", "corpus.txt", "--data.val_fraction", "1", "--output_dir", "p"], ("data.val_fraction is 1",)),
+    BadInput("prepare-zero-workers", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "p", "--workers", "0"], ("--workers is 0",)),
+    BadInput("prepare-a-table", lambda: ["prepare", "--data.path", "sst/train.tsv", "--output_dir", "p"], ("train.tsv is a table", "plain text")),
+    BadInput("stream-from-an-unprepared-folder", lambda: lm_fit("--data.path", "prepared:plain-folder"), ("plain-folder is not a folder written by `lightning-llm prepare`",)),
     # training that blows up stops before it saves broken weights
     BadInput(
         "exploding-learning-rate",

@@ -1,0 +1,265 @@
+"""A corpus tokenised once, in parallel, into litdata chunks that any number of processes and nodes stream.
+
+Layout of a prepared folder:
+
+    <output_dir>/lightning_llm.json   the manifest, written last: corpus hash, tokenizer settings, token counts
+    <output_dir>/tokenizer.json       the tokenizer every rank loads (none encodes anything)
+    <output_dir>/train/, val/         litdata chunks (index.json + chunk-*.bin) of token ids
+
+The split is decided here, once: the corpus (files in order, as bytes) is cut at 1 - val_fraction of its size,
+at a line end; what comes after is validation. Each part is cut into byte ranges of about `RANGE_BYTES` at
+line ends, and litdata's workers encode the ranges in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_llm.data.corpus import FileCorpus, is_table
+from lightning_llm.data.text_encoding import detect_encoding
+from lightning_llm.data.token_cache import token_dtype, training_texts
+from lightning_llm.errors import UserError
+from lightning_llm.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_json, train_tokenizer
+
+MANIFEST = "lightning_llm.json"  # not *index.json: litdata deletes those when it overwrites a folder
+MANIFEST_FORMAT = 1
+PREFIX = "prepared:"  # data.path of a prepared folder
+RANGE_BYTES = 8 << 20  # one unit of work for a worker: about 8 MB of text
+ENCODE_CHARS = 1 << 20  # a worker encodes (and yields) a range this much at a time: its memory stays flat
+PREPARE_FIX = "convert it to UTF-8 text or remove it from data.path"
+
+
+def plan_ranges(files: Sequence[Path], val_fraction: float) -> tuple[list[tuple], list[tuple]]:
+    """(path, start, end) byte ranges of the training and validation text, cut at line ends."""
+    sizes = [file.stat().st_size for file in files]
+    cut_at = int(sum(sizes) * (1.0 - val_fraction))
+    train: list[tuple] = []
+    val: list[tuple] = []
+    offset = 0
+    for file, size in zip(files, sizes, strict=True):
+        start = 3 if _has_utf8_bom(file) else 0
+        if offset + size <= cut_at:
+            train += _ranges(file, start, size)
+        elif offset >= cut_at:
+            val += _ranges(file, start, size)
+        else:  # the cut falls inside this file: at the first line end after it
+            cut = _line_end_after(file, max(start, cut_at - offset))
+            train += _ranges(file, start, cut)
+            val += _ranges(file, cut, size)
+        offset += size
+    return train, val
+
+
+def _has_utf8_bom(file: Path) -> bool:
+    with open(file, "rb") as handle:
+        return handle.read(3) == b"\xef\xbb\xbf"
+
+
+def _line_end_after(file: Path, position: int) -> int:
+    with open(file, "rb") as handle:
+        handle.seek(position)
+        handle.readline()
+        return handle.tell()
+
+
+def _ranges(file: Path, start: int, end: int) -> list[tuple]:
+    ranges = []
+    while start < end:
+        stop = min(end, _line_end_after(file, min(end, start + RANGE_BYTES)))
+        ranges.append((str(file), start, stop))
+        start = stop
+    return ranges
+
+
+def encode_range(piece: tuple, tokenizer_json: str, dtype: str) -> Iterator[np.ndarray]:
+    """litdata's worker function: the token ids of one byte range, about ENCODE_CHARS of text at a time."""
+    path, start, end = piece
+    tokenizer = _tokenizer(tokenizer_json)
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            block = handle.read(min(remaining, ENCODE_CHARS))
+            block += (
+                handle.readline() if remaining > len(block) else b""
+            )  # whole lines, so no character is cut
+            block = block[:remaining]
+            remaining -= len(block)
+            ids = tokenizer.encode(block.decode("utf-8", errors="replace"))
+            if len(ids):
+                yield np.asarray(ids, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(tokenizer_json: str) -> Tokenizer:
+    return tokenizer_from_json(tokenizer_json)  # once per worker process
+
+
+def prepare_folder(
+    files: Sequence[Path],
+    output_dir: str | Path,
+    workers: int,
+    tokenizer_kind: str,
+    bpe_vocab_size: int,
+    val_fraction: float,
+) -> Path:
+    """Tokenise `files` into `output_dir` (see the module's docstring); a rerun with the same corpus and
+    settings does nothing, a folder prepared from anything else is refused."""
+    for file in files:
+        if is_table(file):
+            raise UserError(
+                f"{file} is a table: prepare reads plain text files (fit's token cache reads tables)"
+            )
+        if detect_encoding(file, PREPARE_FIX) not in ("utf-8", "utf-8-sig"):
+            raise UserError(f"{file} is not UTF-8: prepare cuts files at line ends in UTF-8; {PREPARE_FIX}")
+    output = Path(output_dir).expanduser()
+    corpus = FileCorpus(files)
+    settings = {
+        "tokenizer": tokenizer_kind,
+        "bpe_vocab_size": bpe_vocab_size if tokenizer_kind == "bpe" else None,
+        "val_fraction": val_fraction,
+    }
+    fingerprint = corpus.fingerprint()
+    if output.exists():
+        return _same_or_refuse(output, fingerprint, settings)
+    if not output.parent.is_dir():
+        raise UserError(
+            f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
+        )
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), bpe_vocab_size)
+    dtype = token_dtype(tokenizer.vocab_size).name
+    train, val = plan_ranges(files, val_fraction)
+    if not train or not val:
+        raise UserError(
+            f"the corpus is too small to split at val_fraction {val_fraction}; give data.path more text"
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        (staging / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+        for split, ranges in (("train", train), ("val", val)):
+            _optimize(ranges, staging / split, tokenizer.to_json(), dtype, workers)
+        counts = {split: _token_count(staging / split) for split in ("train", "val")}
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "corpus": {
+                "fingerprint": fingerprint,
+                "files": [str(f) for f in files],
+                "describe": corpus.describe(),
+            },
+            **settings,
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": dtype,
+            "tokens": counts,
+            "workers": workers,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+    seconds = manifest["seconds"]
+    print(
+        f"prepared {output}: {megabytes:.1f} MB -> {counts['train']:,} training and {counts['val']:,} validation "
+        f"tokens in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)); "
+        f"train with --data.path {PREFIX}{output}",
+        file=sys.stderr,
+    )
+    return output
+
+
+def _same_or_refuse(output: Path, fingerprint: str, settings: dict) -> Path:
+    manifest = read_manifest(output) if (output / MANIFEST).is_file() else None
+    if manifest is None:
+        raise UserError(
+            f"--output_dir {output} exists and is not a prepared folder; name a new folder (prepare never "
+            "writes into one that holds other files)"
+        )
+    differs = [
+        f"{key} {manifest.get(key)!r}" for key, value in settings.items() if manifest.get(key) != value
+    ]
+    if manifest["corpus"]["fingerprint"] != fingerprint:
+        differs.insert(0, "another corpus")
+    if differs:
+        raise UserError(
+            f"--output_dir {output} was prepared from {', '.join(differs)}: its chunks cannot mix with these; "
+            "name a new --output_dir, or delete that folder to prepare it again"
+        )
+    print(f"{output} already holds this corpus, prepared with these settings: nothing to do", file=sys.stderr)
+    return output
+
+
+def _optimize(ranges: list[tuple], output: Path, tokenizer_json: str, dtype: str, workers: int) -> None:
+    """litdata.optimize in its own scratch folders, putting back the start method and Ctrl-C handler it
+    changes for the whole process."""
+    import litdata
+
+    scratch = tempfile.mkdtemp(prefix="lightning-llm-prepare-")
+    saved_env = {
+        key: os.environ.get(key)
+        for key in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
+    }
+    os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = f"{scratch}/chunks"  # else it deletes $TMPDIR/chunks
+    os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = f"{scratch}/data"
+    start_method, on_ctrl_c = (
+        multiprocessing.get_start_method(allow_none=True),
+        signal.getsignal(signal.SIGINT),
+    )
+    try:
+        litdata.optimize(
+            fn=functools.partial(encode_range, tokenizer_json=tokenizer_json, dtype=dtype),
+            inputs=ranges,
+            output_dir=str(output),
+            num_workers=min(workers, len(ranges)),
+            chunk_bytes="64MB",
+            item_loader=litdata.TokensLoader(),
+            keep_data_ordered=True,
+            verbose=False,
+        )
+    finally:
+        multiprocessing.set_start_method(start_method, force=True)
+        signal.signal(signal.SIGINT, on_ctrl_c)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _token_count(split: Path) -> int:
+    index = json.loads((split / "index.json").read_text(encoding="utf-8"))
+    return sum(chunk["dim"] for chunk in index["chunks"])
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared folder; one error naming the folder when it is missing or unreadable."""
+    path = Path(folder).expanduser() / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(
+            f"{path.parent} is not a folder written by `lightning-llm prepare` ({MANIFEST} is missing or damaged); "
+            "prepare it again"
+        ) from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise UserError(f"{path.parent} was prepared by another version of lightning-llm; prepare it again")
+    return manifest
+
+
+def prepared_tokenizer(folder: str | Path) -> Tokenizer:
+    return load_tokenizer(Path(folder).expanduser() / "tokenizer.json")

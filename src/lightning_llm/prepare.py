@@ -1,0 +1,68 @@
+"""`lightning-llm prepare`: tokenise a corpus once, in parallel, into chunks that training streams.
+
+    lightning-llm prepare --data.path "books/**/*.txt" --data.tokenizer bpe --output_dir prepared/books --workers 8
+    lightning-llm fit --config configs/gpt-pycode.yaml --data.path prepared:prepared/books
+
+Every rank and node then reads the chunks (litdata's StreamingDataset) and the tokenizer beside them: no
+process encodes anything, whatever the corpus size. See `data/prepared.py` for the folder's layout.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_llm.cli_help import run_command
+from lightning_llm.data.corpus import STDLIB, resolve_files
+from lightning_llm.data.language_modeling import MIN_BPE_VOCAB
+from lightning_llm.errors import UserError
+
+
+@dataclass
+class CorpusSettings:
+    """The corpus and tokenizer, under fit's names for them (`--data.path`, `--data.tokenizer`, ...).
+
+    Args:
+        path: Text file(s), glob(s) or director(ies), as fit's data.path ("stdlib": this Python's sources).
+        tokenizer: "char" or "bpe" (byte-level BPE trained here, once, on the corpus).
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer.
+        val_fraction: The corpus's last fraction (by size, cut at a line end) is held out for validation.
+    """
+
+    path: str | list[str] = STDLIB
+    tokenizer: str = "char"
+    bpe_vocab_size: int = 4096
+    val_fraction: float = 0.1
+
+
+def prepare(data: CorpusSettings | None = None, output_dir: str | None = None, workers: int = 1) -> Path:
+    """Tokenise a corpus into a folder of token chunks (litdata), its tokenizer and a manifest.
+
+    Args:
+        data: The corpus and tokenizer.
+        output_dir: The folder to create (its parent must exist). A rerun with the same corpus and settings
+            does nothing; one holding another corpus or tokenizer is refused.
+        workers: Processes that encode the corpus side by side.
+    """
+    from lightning_llm.data.prepared import prepare_folder
+
+    data = data or CorpusSettings()
+    if not output_dir:
+        raise UserError("prepare needs --output_dir <folder to create>")
+    if data.tokenizer not in ("char", "bpe"):
+        raise UserError(f"data.tokenizer is {data.tokenizer!r}: use 'char' or 'bpe'")
+    if data.tokenizer == "bpe" and data.bpe_vocab_size < MIN_BPE_VOCAB:
+        raise UserError(
+            f"data.bpe_vocab_size is {data.bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB}"
+        )
+    if not 0.0 < data.val_fraction < 1.0:
+        raise UserError(f"data.val_fraction is {data.val_fraction}: it must lie strictly between 0 and 1")
+    if not 1 <= workers <= (os.cpu_count() or 1) * 4:
+        raise UserError(f"--workers is {workers}: use 1 to {(os.cpu_count() or 1) * 4} processes")
+    files = resolve_files(data.path)
+    return prepare_folder(files, output_dir, workers, data.tokenizer, data.bpe_vocab_size, data.val_fraction)
+
+
+def main() -> None:  # pragma: no cover - `python -m lightning_llm.prepare`
+    run_command(prepare, None)

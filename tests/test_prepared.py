@@ -1,0 +1,115 @@
+"""`lightning-llm prepare` and training that streams the prepared folder: the manifest, a rerun that does
+nothing, a changed corpus refused, exact resume, and two DDP ranks that see disjoint windows of the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from cli_runner import error_line, run_cli
+from lm_helpers import lm_fit_args, step_losses, write_tiny_corpus
+
+from lightning_llm.cli import main
+from lightning_llm.data.prepared import MANIFEST
+
+pytest.importorskip("litdata")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A tiny corpus in three files, prepared by the real command with two workers."""
+    root = tmp_path_factory.mktemp("prepared")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    text = write_tiny_corpus(root / "whole.txt").read_text()
+    for index in range(3):  # three files: the split falls in the last one, the workers share the ranges
+        (corpus / f"part{index}.txt").write_text(text[index::3] if index else text)
+    done = run_cli(["prepare", "--data.path", str(corpus), "--output_dir", "out", "--workers", "2"], root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+def test_the_manifest_counts_the_tokens_and_a_rerun_does_nothing(prepared: Path):
+    manifest = json.loads((prepared / "out" / MANIFEST).read_text())
+    chunks = {
+        split: sum(
+            c["dim"] for c in json.loads((prepared / "out" / split / "index.json").read_text())["chunks"]
+        )
+        for split in ("train", "val")
+    }
+    assert manifest["tokens"] == chunks and chunks["train"] > 8 * chunks["val"] > 0
+    assert manifest["tokenizer"] == "char" and (prepared / "out" / "tokenizer.json").is_file()
+    again = run_cli(["prepare", "--data.path", "corpus", "--output_dir", "out", "--workers", "2"], prepared)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_a_changed_corpus_or_tokenizer_is_refused(prepared: Path, tmp_path: Path):
+    changed = shutil.copytree(prepared / "corpus", tmp_path / "corpus")
+    (changed / "part1.txt").write_text((changed / "part1.txt").read_text() + "one more line\n")
+    before = sorted(path.stat().st_mtime_ns for path in (prepared / "out").rglob("*"))
+    line = error_line(run_cli(["prepare", "--data.path", str(changed), "--output_dir", "out"], prepared))
+    assert "out was prepared from another corpus" in line and "new --output_dir" in line
+    line = error_line(
+        run_cli(
+            ["prepare", "--data.path", "corpus", "--data.tokenizer", "bpe", "--output_dir", "out"], prepared
+        )
+    )
+    assert "tokenizer" in line
+    assert sorted(path.stat().st_mtime_ns for path in (prepared / "out").rglob("*")) == before
+
+
+def test_streaming_training_resumes_with_the_uninterrupted_losses(prepared: Path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # max_epochs makes the schedule ask for the run's length before the checkpoint is restored, which loses
+    # Lightning's own record of the loader (pytorch-lightning #20550): the data module keeps it instead
+    stream = ["--data.path", f"prepared:{prepared / 'out'}", "--trainer.max_epochs", "5"]
+    main([*lm_fit_args(prepared / "whole.txt", 16, "straight"), *stream])
+    straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
+    main([*lm_fit_args(prepared / "whole.txt", 10, "interrupted"), *stream])  # its last.ckpt is from step 8
+    main([*lm_fit_args(prepared / "whole.txt", 16, "interrupted"), *stream, "--ckpt_path", "last"])
+    resumed = step_losses(Path("logs/gpt-shakespeare-char/interrupted"))
+    assert len(straight) == 16
+    for step in range(8, 16):
+        assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
+
+
+def test_a_prepared_folder_decides_the_tokenizer(prepared: Path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*lm_fit_args(prepared / "whole.txt", 2, "bpe"), "--data.path", f"prepared:{prepared / 'out'}"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--data.tokenizer", "bpe"])
+    assert exited.value.code == 2
+    assert "data.tokenizer is 'bpe', but" in capsys.readouterr().err
+
+
+def _windows_of_rank(rank: int, world_size: int, folder: str, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    from lightning_llm.data.streaming import training_loader
+
+    seen = [
+        tuple(row.tolist())
+        for x, _ in training_loader(Path(folder), 16, 4, seed=7, num_workers=0)
+        for row in x
+    ]
+    torch.save(seen, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_stream_disjoint_windows_that_cover_the_data(prepared: Path, tmp_path: Path):
+    from lightning_llm.data.streaming import training_loader
+
+    everything = [tuple(row.tolist()) for x, _ in training_loader(prepared / "out", 16, 4, 7, 0) for row in x]
+    mp.spawn(_windows_of_rank, args=(2, str(prepared / "out"), 29517, str(tmp_path)), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
+    assert len(first) == len(second) > 0  # the same number of windows on each rank
+    # as multisets (a repetitive text repeats windows): no window taken twice, and all but a last batch taken
+    assert not (Counter(first) + Counter(second)) - Counter(everything)
+    assert len(first) + len(second) >= len(everything) - 2 * 4
