@@ -29,6 +29,7 @@ QUICK_BUDGET_S = {
     "kv_cache": 110,
     "int8": 150,
     "serve": 120,
+    "prepare_stream": 150,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
 from lightning_llm.data.hub import is_hub_source
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
-from lightning_llm.data.prepared import PREFIX, prepared_tokenizer, read_manifest
+from lightning_llm.data.prepared import PREFIX, prepared_tokenizer, prepared_val_tokens, read_manifest
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
@@ -168,6 +168,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     @property
     def val_tokens(self):
+        if self.prepared is not None:
+            self.tokenizer  # noqa: B018 - checks the folder's settings first
+            return prepared_val_tokens(self.prepared)
         return self.cache.tokens[self.split_index :]
 
     def _check_fits(self) -> None:
@@ -223,11 +226,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         return ResumableLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=keep_batch)
 
     def val_dataloader(self) -> DataLoader:
-        if self.prepared is not None:
-            from lightning_llm.data.streaming import EvenlySpacedWindows, windows_to_xy
-
-            windows = EvenlySpacedWindows(self.prepared, self.block_size, self.val_windows)
-            return DataLoader(windows, batch_size=self.eval_batch_size, collate_fn=windows_to_xy)
         dataset = FixedWindows(self.val_tokens, self.block_size, self.val_windows)
         return DataLoader(
             dataset,

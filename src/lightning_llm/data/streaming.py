@@ -2,7 +2,7 @@
 
 Training: litdata's StreamingDataset of windows of block_size + 1 tokens, shuffled from the seed, split across
 ranks, nodes and loader workers by litdata; its loader's position goes into the checkpoint, so a resumed run
-continues at the same batch. Validation: `val_windows` windows evenly spaced over the validation chunks.
+continues at the same batch. (Validation reads the folder's val.bin like the memmap cache: FixedWindows.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 
 def windows_to_xy(windows: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,22 +33,3 @@ def training_loader(folder: Path, block_size: int, batch_size: int, seed: int, n
     return StreamingDataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=windows_to_xy
     )
-
-
-class EvenlySpacedWindows(Dataset):
-    """`count` validation windows evenly spaced over the prepared validation chunks: the same every time."""
-
-    def __init__(self, folder: Path, block_size: int, count: int) -> None:
-        from litdata import StreamingDataset, TokensLoader
-
-        self.windows = StreamingDataset(
-            str(folder / "val"), item_loader=TokensLoader(block_size=block_size + 1), shuffle=False
-        )
-        available = len(self.windows)
-        self.indices = np.linspace(0, available - 1, max(1, min(count, available))).astype(np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int):
-        return self.windows[int(self.indices[index])]
