@@ -379,6 +379,9 @@ CASES = [
     BadInput("prepare-val-fraction-one", lambda: ["prepare", "--data.path", "corpus.txt", "--data.val_fraction", "1", "--output_dir", "p"], ("data.val_fraction is 1",)),
     BadInput("prepare-zero-workers", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "p", "--workers", "0"], ("--workers is 0",)),
     BadInput("prepare-a-table", lambda: ["prepare", "--data.path", "sst/train.tsv", "--output_dir", "p"], ("train.tsv is a table", "plain text")),
+    BadInput("prepare-into-a-file", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "a-file"], ("a-file is a file",)),
+    BadInput("prepare-inside-the-corpus", lambda: ["prepare", "--data.path", "sst", "--output_dir", "sst/prepared"], ("lies inside data.path", "outside the corpus")),
+    BadInput("prepare-missing-parent", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "no/such/p"], ("parent folder", "does not exist")),
     BadInput("stream-from-an-unprepared-folder", lambda: lm_fit("--data.path", "prepared:plain-folder"), ("plain-folder is not a folder written by `lightning-llm prepare`",)),
     # training that blows up stops before it saves broken weights
     BadInput(

@@ -60,6 +60,19 @@ def prepare(data: CorpusSettings | None = None, output_dir: str | None = None, w
         raise UserError(f"data.val_fraction is {data.val_fraction}: it must lie strictly between 0 and 1")
     if not 1 <= workers <= (os.cpu_count() or 1) * 4:
         raise UserError(f"--workers is {workers}: use 1 to {(os.cpu_count() or 1) * 4} processes")
+    folders = [
+        Path(entry).expanduser().resolve()
+        for entry in ([data.path] if isinstance(data.path, str) else data.path)
+    ]
+    inside = [
+        folder
+        for folder in folders
+        if folder.is_dir() and Path(output_dir).expanduser().resolve().is_relative_to(folder)
+    ]
+    if inside:  # its tokenizer and manifest would join the corpus of the next run
+        raise UserError(
+            f"--output_dir {output_dir} lies inside data.path {inside[0]}: prepare into a folder outside the corpus"
+        )
     files = resolve_files(data.path)
     return prepare_folder(files, output_dir, workers, data.tokenizer, data.bpe_vocab_size, data.val_fraction)
 

@@ -99,7 +99,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.text_column = text_column
         self._cache: TokenCache | None = None
         self.prepared = (
-            Path(path.removeprefix(PREFIX)) if isinstance(path, str) and path.startswith(PREFIX) else None
+            Path(path.removeprefix(PREFIX)).expanduser()
+            if isinstance(path, str) and path.startswith(PREFIX)
+            else None
         )
         self._prepared_tokenizer: Tokenizer | None = None
         self._train_loader = None  # the streaming loader, whose position the checkpoint keeps

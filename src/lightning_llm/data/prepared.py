@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -86,29 +85,36 @@ def _ranges(file: Path, start: int, end: int) -> list[tuple]:
     return ranges
 
 
-def encode_range(piece: tuple, tokenizer_json: str, dtype: str) -> Iterator[np.ndarray]:
-    """litdata's worker function: the token ids of one byte range, about ENCODE_CHARS of text at a time."""
-    path, start, end = piece
+def encode_range(piece: tuple, tokenizer_json: str, dtype: str, done_dir: str) -> Iterator[np.ndarray]:
+    """litdata's worker function: the token ids of one byte range, about ENCODE_CHARS of text at a time; a
+    marker file in `done_dir` says the range was encoded whole (a killed worker leaves none)."""
+    number, path, start, end = piece
     tokenizer = _tokenizer(tokenizer_json)
     for text in read_range(path, start, end):
         ids = encode(tokenizer, text)
         if len(ids):
             yield np.asarray(ids, dtype=dtype)
+    Path(done_dir, str(number)).touch()
 
 
 def read_range(path: str, start: int, end: int) -> Iterator[str]:
-    """The text of a byte range, about ENCODE_CHARS at a time, in whole lines."""
+    """The text of a byte range, about ENCODE_CHARS at a time, in whole lines; a range that ends its file
+    ends with a line break, as fit's corpus reader joins files (one file's last line never runs into the next)."""
     with open(path, "rb") as handle:
         handle.seek(start)
         remaining = end - start
         while remaining > 0:
             block = handle.read(min(remaining, ENCODE_CHARS))
-            block += (
-                handle.readline() if remaining > len(block) else b""
-            )  # whole lines, so no character is cut
+            if not block:
+                raise UserError(
+                    f"{path} changed while it was being prepared; prepare again once it is written"
+                )
+            block += handle.readline() if remaining > len(block) else b""  # whole lines: no character is cut
             block = block[:remaining]
             remaining -= len(block)
             yield block.decode("utf-8", errors="replace")
+        if end == os.fstat(handle.fileno()).st_size:
+            yield "\n"
 
 
 def encode(tokenizer: Tokenizer, text: str) -> np.ndarray:
@@ -140,6 +146,12 @@ def prepare_folder(
         if detect_encoding(file, PREPARE_FIX) not in ("utf-8", "utf-8-sig"):
             raise UserError(f"{file} is not UTF-8: prepare cuts files at line ends in UTF-8; {PREPARE_FIX}")
     output = Path(output_dir).expanduser()
+    if not output.exists() and not output.parent.is_dir():
+        raise UserError(
+            f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
+        )
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output_dir {output} is a file; name a folder to create")
     corpus = FileCorpus(files)
     settings = {
         "tokenizer": tokenizer_kind,
@@ -149,10 +161,6 @@ def prepare_folder(
     fingerprint = corpus.fingerprint()
     if output.exists():
         return _same_or_refuse(output, fingerprint, settings)
-    if not output.parent.is_dir():
-        raise UserError(
-            f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
-        )
     started = time.perf_counter()
     tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), bpe_vocab_size)
     trained = time.perf_counter()
@@ -187,7 +195,15 @@ def prepare_folder(
             "seconds_encode": round(time.perf_counter() - trained, 1),  # `workers` processes: encoding
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        staging.rename(output)
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the folder from the other nodes' users
+        try:
+            staging.rename(output)
+        except OSError:
+            raise UserError(
+                f"--output_dir {output} appeared while this prepare ran (another prepare?); check it"
+            ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     megabytes = sum(f.stat().st_size for f in files) / 1e6
@@ -223,41 +239,51 @@ def _same_or_refuse(output: Path, fingerprint: str, settings: dict) -> Path:
 
 
 def _optimize(ranges: list[tuple], output: Path, tokenizer_json: str, dtype: str, workers: int) -> None:
-    """litdata.optimize in its own scratch folders, putting back the start method and Ctrl-C handler it
-    changes for the whole process."""
-    import litdata
-
-    scratch = tempfile.mkdtemp(prefix="lightning-llm-prepare-")
-    saved_env = {
-        key: os.environ.get(key)
-        for key in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
-    }
-    os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = f"{scratch}/chunks"  # else it deletes $TMPDIR/chunks
-    os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = f"{scratch}/data"
-    start_method, on_ctrl_c = (
-        multiprocessing.get_start_method(allow_none=True),
-        signal.getsignal(signal.SIGINT),
+    """litdata.optimize in a process of its own (it sets the start method, a Ctrl-C handler that exits with
+    status 0, environment variables and the random seeds for the whole process), checked afterwards: every
+    range must have been encoded whole."""
+    scratch = Path(tempfile.mkdtemp(prefix="lightning-llm-prepare-"))
+    numbered = [(number, *piece) for number, piece in enumerate(ranges)]
+    child = multiprocessing.get_context("spawn").Process(
+        target=_run_optimize, args=(numbered, str(output), tokenizer_json, dtype, workers, str(scratch))
     )
     try:
-        litdata.optimize(
-            fn=functools.partial(encode_range, tokenizer_json=tokenizer_json, dtype=dtype),
-            inputs=ranges,
-            output_dir=str(output),
-            num_workers=min(workers, len(ranges)),
-            chunk_bytes="64MB",
-            item_loader=litdata.TokensLoader(),
-            keep_data_ordered=True,
-            verbose=False,
-        )
+        child.start()
+        child.join()
+        done = len(list((scratch / "done").iterdir())) if (scratch / "done").is_dir() else 0
+    except KeyboardInterrupt:
+        child.terminate()
+        child.join()
+        raise UserError("prepare was interrupted: nothing was written; run the same command again") from None
     finally:
-        multiprocessing.set_start_method(start_method, force=True)
-        signal.signal(signal.SIGINT, on_ctrl_c)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         shutil.rmtree(scratch, ignore_errors=True)
+    if child.exitcode != 0 or done != len(ranges):
+        raise UserError(
+            f"encoding stopped after {done} of {len(ranges)} parts of the corpus (exit status {child.exitcode}; "
+            "the lines above say why, e.g. memory or disk): nothing was written; fix that and prepare again"
+        )
+
+
+def _run_optimize(
+    numbered: list[tuple], output: str, tokenizer_json: str, dtype: str, workers: int, scratch: str
+) -> None:
+    import litdata
+
+    os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = f"{scratch}/chunks"  # else it deletes $TMPDIR/chunks
+    os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = f"{scratch}/data"
+    Path(scratch, "done").mkdir()
+    litdata.optimize(
+        fn=functools.partial(
+            encode_range, tokenizer_json=tokenizer_json, dtype=dtype, done_dir=f"{scratch}/done"
+        ),
+        inputs=numbered,
+        output_dir=output,
+        num_workers=min(workers, len(numbered)),
+        chunk_bytes="64MB",
+        item_loader=litdata.TokensLoader(),
+        keep_data_ordered=True,
+        verbose=False,
+    )
 
 
 def _write_tokens(ranges: list[tuple], tokenizer: Tokenizer, path: Path, dtype: str) -> int:
