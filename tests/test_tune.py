@@ -152,6 +152,19 @@ def trials_so_far(folder: Path) -> list:
         return []
 
 
+def start_tune_until(args: list[str], cwd: Path, reached) -> subprocess.Popen:
+    """`tune` started in the background, returned once `reached(trials)` holds (or it ended, or 4 minutes)."""
+    running = subprocess.Popen(
+        [sys.executable, "-m", "lightning_llm", *args], cwd=cwd, env={**os.environ, **CLI_ENV},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    folder = cwd / "logs" / "tune" / "space"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and running.poll() is None and not reached(trials_so_far(folder)):
+        time.sleep(0.1)
+    return running
+
+
 def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Path):
     corpus = write_tiny_corpus(tmp_path / "corpus.txt")
     space = space_file(tmp_path, SPACE)
@@ -166,16 +179,9 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
     args = tune_args(corpus, space, n_trials=3)
 
     # first run: killed with SIGKILL while trial 1 runs
-    first = subprocess.Popen(
-        [sys.executable, "-m", "lightning_llm", *args], cwd=tmp_path, env={**os.environ, **CLI_ENV},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and first.poll() is None:
-        trials = trials_so_far(folder)
-        if len(trials) > 1 and trials[1].state == TrialState.RUNNING and trials[1].intermediate_values:
-            break
-        time.sleep(0.1)
+    first = start_tune_until(
+        args, tmp_path, lambda t: len(t) > 1 and t[1].state == TrialState.RUNNING and t[1].intermediate_values
+    )
     assert first.poll() is None, first.stderr.read()[-3000:]
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -236,16 +242,7 @@ def test_ctrl_c_stops_the_study_and_the_same_command_retries_the_trial(tmp_path:
     corpus = write_tiny_corpus(tmp_path / "corpus.txt")
     args = tune_args(corpus, space_file(tmp_path, SPACE), n_trials=2)
     folder = tmp_path / "logs" / "tune" / "space"
-    running = subprocess.Popen(
-        [sys.executable, "-m", "lightning_llm", *args], cwd=tmp_path, env={**os.environ, **CLI_ENV},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and running.poll() is None:
-        trials = trials_so_far(folder)
-        if trials and trials[0].intermediate_values:
-            break
-        time.sleep(0.1)
+    running = start_tune_until(args, tmp_path, lambda trials: trials and trials[0].intermediate_values)
     running.send_signal(signal.SIGINT)
     _, stderr = running.communicate(timeout=120)
     assert running.returncode == 130, stderr[-3000:]
