@@ -112,3 +112,23 @@ def test_two_ddp_ranks_stream_disjoint_windows_that_cover_the_data(prepared: Pat
     # as multisets (a repetitive text repeats windows): no window taken twice, and all but a last batch taken
     assert not (Counter(first) + Counter(second)) - Counter(everything)
     assert len(first) + len(second) >= len(everything) - 2 * 4
+
+
+def test_a_resume_with_another_seed_is_one_error(prepared: Path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    stream = ["--data.path", f"prepared:{prepared / 'out'}"]
+    main([*lm_fit_args(prepared / "whole.txt", 4, "seeded"), *stream])
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                *lm_fit_args(prepared / "whole.txt", 8, "seeded"),
+                *stream,
+                "--data.seed",
+                "5",
+                "--ckpt_path",
+                "last",
+            ]
+        )
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "with data.seed 1337" in error and "resume with --data.seed 1337" in error

@@ -19,7 +19,7 @@ from lightning_llm.data.language_modeling import MIN_BPE_VOCAB
 from lightning_llm.errors import UserError
 
 
-@dataclass
+@dataclass(frozen=True)
 class CorpusSettings:
     """The corpus and tokenizer, under fit's names for them (`--data.path`, `--data.tokenizer`, ...).
 
@@ -36,7 +36,10 @@ class CorpusSettings:
     val_fraction: float = 0.1
 
 
-def prepare(data: CorpusSettings | None = None, output_dir: str | None = None, workers: int = 1) -> Path:
+DEFAULT_CORPUS = CorpusSettings()
+
+
+def prepare(data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None, workers: int = 1) -> Path:
     """Tokenise a corpus into a folder of token chunks (litdata), its tokenizer and a manifest.
 
     Args:
@@ -47,7 +50,6 @@ def prepare(data: CorpusSettings | None = None, output_dir: str | None = None, w
     """
     from lightning_llm.data.prepared import prepare_folder
 
-    data = data or CorpusSettings()
     if not output_dir:
         raise UserError("prepare needs --output_dir <folder to create>")
     if data.tokenizer not in ("char", "bpe"):

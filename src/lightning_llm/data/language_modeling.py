@@ -212,6 +212,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
                 self.prepared, self.block_size, self.batch_size, self.seed, self.num_workers
             )
             if self._loader_state is not None:
+                self._check_resumable(self._loader_state.get("dataset") or {})
                 loader.load_state_dict(self._loader_state)
                 self._loader_state = None
             self._train_loader = loader
@@ -239,6 +240,20 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def _check_resumable(self, saved: dict) -> None:
+        """A checkpoint's stream position only means something for the same windows in the same order."""
+        block_size = (saved.get("item_loader") or {}).get("block_size")
+        for key, then, now in (
+            ("seed", saved.get("seed"), self.seed),
+            ("block_size", block_size, self.block_size + 1),
+        ):
+            if then is not None and then != now:
+                value = then if key == "seed" else then - 1
+                raise UserError(
+                    f"the checkpoint streamed {self.prepared} with data.{key} {value}: resume with --data.{key} "
+                    f"{value}, or start a new run without --ckpt_path"
+                )
 
     # --- the streaming loader's position, kept in checkpoints (Lightning calls these with the checkpoint) ---
     def state_dict(self) -> dict:
