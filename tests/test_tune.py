@@ -222,6 +222,7 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
         pytest.approx(best_trial.params["model.init_args.betas.1"]),
     ]
     assert best["trainer"]["max_steps"] == 2000  # during_search's 30 steps were for the trials only
+    assert best["trainer"]["enable_progress_bar"] is not False  # nor is the trials' quiet output
     trained = run_cli(
         [
             "fit",

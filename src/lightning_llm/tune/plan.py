@@ -101,7 +101,8 @@ def prepare_plan(options, space: SearchSpace) -> Plan:
     ConciseErrors.command, ConciseErrors.argv = "fit", ["fit", *fit_args]
     for name in ("lightning.pytorch", "lightning.fabric"):  # device banners and "Seed set", once per trial
         logging.getLogger(name).setLevel(logging.WARNING)
-    built = build_cli(["fit", *QUIET_TRIALS, *fit_args], cli_class=BuildOnly)  # the user's own mistakes first
+    # the user's own mistakes first; the best config starts from this one
+    built = build_cli(["fit", *fit_args], cli_class=BuildOnly)
     fit_parser = built._parser("fit")
     best_base = built.config.fit
     metric, direction = objective(space, built)
