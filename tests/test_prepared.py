@@ -33,6 +33,7 @@ def prepared(tmp_path_factory) -> Path:
         (corpus / f"part{index}.txt").write_text(text[index::3] if index else text)
     done = run_cli(["prepare", "--data.path", str(corpus), "--output_dir", "out", "--workers", "2"], root)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "encoding: 100%" in done.stderr and "B/s]" in done.stderr  # the progress bar, with its rate
     return root
 
 
