@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lightning_llm.cli_help import run_command
 from lightning_llm.data.corpus import STDLIB, resolve_files
-from lightning_llm.data.language_modeling import MIN_BPE_VOCAB
+from lightning_llm.data.language_modeling import check_corpus_settings
 from lightning_llm.errors import UserError
 
 
@@ -52,14 +52,7 @@ def prepare(data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None
 
     if not output_dir:
         raise UserError("prepare needs --output_dir <folder to create>")
-    if data.tokenizer not in ("char", "bpe"):
-        raise UserError(f"data.tokenizer is {data.tokenizer!r}: use 'char' or 'bpe'")
-    if data.tokenizer == "bpe" and data.bpe_vocab_size < MIN_BPE_VOCAB:
-        raise UserError(
-            f"data.bpe_vocab_size is {data.bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB}"
-        )
-    if not 0.0 < data.val_fraction < 1.0:
-        raise UserError(f"data.val_fraction is {data.val_fraction}: it must lie strictly between 0 and 1")
+    check_corpus_settings(data.tokenizer, data.bpe_vocab_size, data.val_fraction)
     if not 1 <= workers <= (os.cpu_count() or 1) * 4:
         raise UserError(f"--workers is {workers}: use 1 to {(os.cpu_count() or 1) * 4} processes")
     folders = [

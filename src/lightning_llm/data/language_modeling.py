@@ -19,6 +19,19 @@ from lightning_llm.tokenizers import Tokenizer
 MIN_BPE_VOCAB = 257  # every byte, plus <|endoftext|>: a smaller size would silently become this one
 
 
+def check_corpus_settings(tokenizer: str, bpe_vocab_size: int, val_fraction: float) -> None:
+    """The tokenizer and split settings, as fit's data module and `prepare` both take them."""
+    if tokenizer not in ("char", "bpe"):
+        raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
+    if tokenizer == "bpe" and bpe_vocab_size < MIN_BPE_VOCAB:
+        raise UserError(
+            f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
+            "(256 bytes and the end-of-text token)"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
+
+
 class LanguageModelingDataModule(pl.LightningDataModule):
     """Token windows from a text corpus, for next-token prediction.
 
@@ -63,19 +76,11 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if tokenizer not in ("char", "bpe"):
-            raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
-        if tokenizer == "bpe" and bpe_vocab_size < MIN_BPE_VOCAB:
-            raise UserError(
-                f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
-                "(256 bytes and the end-of-text token)"
-            )
+        check_corpus_settings(tokenizer, bpe_vocab_size, val_fraction)
         if num_workers < 0:
             raise UserError(
                 f"data.num_workers is {num_workers}: it must be 0 (load in the main process) or more"
             )
-        if not 0.0 < val_fraction < 1.0:
-            raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
         for name, value in (
             ("block_size", block_size),
             ("batch_size", batch_size),
