@@ -71,9 +71,20 @@ class LightningBatchStats(Callback):
         self.stats.batch_end(trainer.global_step - 1)
 
 
+# The peers these benches time (the HF Trainer, a plain loop) train AutoModelForSequenceClassification as it
+# loads: dropout 0.1 in the encoder, nothing frozen. The project's side trains the same network.
+PEER_RECIPE = [
+    "--model.init_args.backbone.init_args.encoder_dropout",
+    "0.1",
+    "--model.init_args.freeze",
+    "none",
+]
+
+
 def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: str) -> Any:
-    """The LightningCLI of `lightning-llm fit --config configs/minilm-sst2.yaml <overrides>`, not yet run:
-    its `.model`, `.datamodule` and `.trainer` (with `callbacks` added) are what a user's run gets."""
+    """The LightningCLI of `lightning-llm fit --config configs/minilm-sst2.yaml <PEER_RECIPE> <overrides>`,
+    not yet run: its `.model`, `.datamodule` and `.trainer` (with `callbacks` added) are what a user's run
+    gets."""
     from lightning_llm.cli import build_cli
 
     args = [
@@ -83,6 +94,7 @@ def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: 
         str(SST2),
         "--trainer.logger.init_args.save_dir",
         log_dir,
+        *PEER_RECIPE,
     ]
     return build_cli([*args, *overrides], run=False, callbacks=callbacks)
 

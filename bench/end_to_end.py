@@ -18,35 +18,36 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, TINY_SHAKESPEARE, require_corpus, script_parser, threads_env, write_results
+from harness import (
+    ROOT,
+    TINY_SHAKESPEARE,
+    fail_on_errors,
+    require_corpus,
+    run_timed,
+    scalar_events,
+    script_parser,
+    threads_env,
+    write_results,
+)
 
 CONFIG = ROOT / "configs" / "gpt-shakespeare-char.yaml"
 NANOGPT = "nanoGPT-style plain loop"
 FIT = "lightning-llm fit"
 
 
-def run_timed(command: list[str], log: Path, env: dict[str, str] | None) -> tuple[float, int]:
-    """Wall seconds from launch to exit and the exit status; stdout and stderr go to `log`."""
-    with log.open("w") as out:
-        start = time.perf_counter()
-        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-        return time.perf_counter() - start, status
-
-
 def run_nanogpt(data: str, steps: int, eval_interval: int, seed: int, work: Path, env) -> dict[str, Any]:
     log = work / "nanogpt.log"
     command = [sys.executable, str(ROOT / "bench" / "nanogpt_style.py"), "--data", data]
     command += ["--max_iters", str(steps), "--eval_interval", str(eval_interval), "--seed", str(seed)]
-    seconds, status = run_timed(command, log, env)
+    seconds, status, last_line = run_timed(command, log, env)
     if status != 0:
-        return {"run": NANOGPT, "error": log.read_text().strip().splitlines()[-1][:300]}
+        return {"run": NANOGPT, "error": last_line}
     report = json.loads(log.read_text().strip().splitlines()[-1])
     return {"run": NANOGPT, "wall_s": seconds, "val_loss": report["val_loss"]}
 
@@ -58,24 +59,11 @@ def run_fit(data: str, steps: int, eval_interval: int, seed: int, work: Path, en
     command += ["--seed_everything", str(seed), "--data.cache_dir", str(cache)]
     command += ["--trainer.logger.init_args.save_dir", str(logs)]
     launched = time.time()  # event files carry wall-clock times
-    seconds, status = run_timed(command, log, env)
+    seconds, status, last_line = run_timed(command, log, env)
     if status != 0:
-        return {"run": FIT, "error": log.read_text().strip().splitlines()[-1][:300]}
+        return {"run": FIT, "error": last_line}
     curve = [(step, wall - launched, value) for step, wall, value in scalar_events(logs, "val/loss")]
     return {"run": FIT, "wall_s": seconds, "val_loss": round(curve[-1][2], 4), "val_curve": curve}
-
-
-def scalar_events(logs: Path, tag: str) -> list[tuple[int, float, float]]:
-    """(step, wall-clock time, value) of every `tag` event in the TensorBoard files under `logs`, by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values = []
-    for events in logs.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values += [(event.step, event.wall_time, event.value) for event in accumulator.Scalars(tag)]
-    return sorted(values)
 
 
 def seconds_to_reach(result: dict[str, Any], target: float) -> float | None:
@@ -148,6 +136,7 @@ def main() -> None:
     print("\n".join(lines))
     record = {"full": args.full, "steps": steps, "eval_interval": eval_interval, "rows": rows, "runs": runs}
     write_results("end_to_end", record)
+    fail_on_errors(rows, "run")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,30 @@ def run_child(
     return result
 
 
+def run_timed(command: Sequence[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Run `command` from the repository with stdout and stderr to `log`: its wall seconds from launch to exit,
+    its exit status and the last line it printed."""
+    with log.open("w") as out:
+        start = time.perf_counter()
+        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        seconds = time.perf_counter() - start
+    lines = log.read_text().strip().splitlines() or [f"exit status {status}"]
+    return seconds, status, lines[-1][:300]
+
+
+def scalar_events(logs: Path, tag: str) -> list[tuple[int, float, float]]:
+    """(step, wall-clock time, value) of every `tag` event in the TensorBoard files under `logs`, by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for events in logs.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values += [(event.step, event.wall_time, event.value) for event in accumulator.Scalars(tag)]
+    return sorted(values)
+
+
 def table_columns(*cells: str) -> list[Column]:
     """Table columns written as their header and cell, `"examples/s: {examples_per_s:.1f}"`: the header,
     then the row key and its format spec as a format field."""
@@ -141,12 +166,22 @@ def write_results(name: str, document: dict[str, Any], announce: bool = True) ->
 def report(
     name: str, full: bool, rows: Sequence[dict[str, Any]], columns: Sequence[Column], **facts: Any
 ) -> Path:
-    """Print the table; write `bench/results/<name>.json` with the mode, the machine, `facts` and the rows."""
+    """Print the table; write `bench/results/<name>.json` with the mode, the machine, `facts` and the rows. A
+    row that failed then fails the script (exit 1): a peer that cannot run is not a comparison."""
     print(markdown_table(rows, columns))
     # A machine description taken before the runs (its load average) wins over one taken now.
     document = {"mode": "full" if full else "quick", "machine": facts.pop("machine", None) or machine()}
     document.update(facts, rows=list(rows))
-    return write_results(name, document)
+    written = write_results(name, document)
+    fail_on_errors(rows, columns[0][0])
+    return written
+
+
+def fail_on_errors(rows: Sequence[dict[str, Any]], name_key: str) -> None:
+    """Exit 1 naming the rows that failed, if any (after their table and results are written)."""
+    failed = [f"{row.get(name_key)}: {row['error']}" for row in rows if "error" in row]
+    if failed:
+        sys.exit(f"error: {len(failed)} run(s) failed: " + "; ".join(failed))
 
 
 def paired_ratio(

@@ -27,6 +27,7 @@ import torch
 from harness import (
     ROOT,
     TINY_SHAKESPEARE,
+    fail_on_errors,
     paired_ratio,
     require_corpus,
     run_child,
@@ -238,6 +239,7 @@ def main() -> None:
         "interleaved_overhead": interleaved,
     }
     write_results("lm_throughput", record)
+    fail_on_errors(rows, "variant")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Each script follows one contract: `python bench/<name>.py [--full]` prints a markdown table and writes
 `bench/results/<name>.json`. Quick mode gives each script a time budget so the whole run stays short;
-a script that is missing is skipped with a note, one that fails or runs over is reported and the rest go on.
+a script that is missing is skipped with a note, one that fails or runs over is reported and the rest go on,
+and the run then exits 1 (a peer that cannot run fails `make bench`, not just its row).
 The tables and the machine description also go to `bench/results/summary.md`.
 
     python bench/run_all.py           # quick (`make bench`)
@@ -30,6 +31,7 @@ QUICK_BUDGET_S = {
     "int8": 150,
     "serve": 120,
     "prepare_stream": 150,
+    "time_to_accuracy": 150,
 }
 FULL_BUDGET_S = 3600  # per script: a full run is for an idle machine and may take long
 
@@ -90,6 +92,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(summary)
     print(f"wrote {(RESULTS / 'summary.md').relative_to(ROOT)}")
+    failed = [name for name, output, _ in sections if output.startswith(("_failed", "_did not finish"))]
+    if failed:  # the rest ran and are in the summary; the run as a whole did not pass
+        sys.exit(f"error: {', '.join(failed)} failed or ran over; see their sections above")
 
 
 if __name__ == "__main__":

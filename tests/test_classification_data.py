@@ -258,6 +258,23 @@ def test_length_grouped_sampler_is_random_per_epoch_and_reproducible():
     assert sum(spreads) / len(spreads) < 5  # random batches of 32 would spread over ~50 tokens
 
 
+def test_length_grouped_sampler_deals_each_process_its_slice_of_every_batch():
+    lengths = [int(n) for n in torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(1))]
+    ranks = [LengthGroupedSampler(lengths, batch_size=16, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    streams = [list(sampler) for sampler in ranks]
+    # 31 whole global batches of 32; the last 8 texts wait for the next epoch, so both take 31 steps
+    assert [len(stream) for stream in streams] == [len(sampler) for sampler in ranks] == [496, 496]
+    assert not set(streams[0]) & set(streams[1])
+    one_process = list(LengthGroupedSampler(lengths, batch_size=32, seed=7))
+    for step in range(31):  # step k of both processes is global batch k of one process with batch 32
+        together = streams[0][step * 16 : (step + 1) * 16] + streams[1][step * 16 : (step + 1) * 16]
+        assert together == one_process[step * 32 : (step + 1) * 32]
+    resumed = LengthGroupedSampler(
+        lengths, batch_size=16, seed=7, rank=1, world_size=2, start_batch=lambda: 5
+    )
+    assert list(resumed) == streams[1][5 * 16 :]
+
+
 # Prediction input and output.
 
 

@@ -397,3 +397,15 @@ def test_cli_bad_input_exits_with_one_error_line(sst_like_dir, tiny_bert, capsys
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error
+
+
+def test_encoder_dropout_sets_every_encoder_dropout_but_not_the_head(tiny_bert):
+    backbone = HFEncoderClassifier(str(tiny_bert), 2, classifier_dropout=0.3, encoder_dropout=0.0)
+    encoder = [m.p for m in backbone.model.base_model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert encoder and set(encoder) == {0.0} and backbone.model.dropout.p == 0.3
+    assert (
+        backbone.model.config.hidden_dropout_prob == backbone.model.config.attention_probs_dropout_prob == 0.0
+    )
+    backbone.model.dropout.p = 0.0  # then a training-mode forward draws nothing: twice the same logits
+    ids = torch.randint(5, backbone.model.config.vocab_size, (2, 7))
+    assert backbone.train()(ids).equal(backbone(ids))

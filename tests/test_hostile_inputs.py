@@ -206,6 +206,11 @@ CASES = [
         lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.backbone.init_args.pretrained", "config-only-model"],
         ("backbone.pretrained 'config-only-model' cannot be loaded", "save_pretrained"),
     ),
+    BadInput(
+        "encoder-dropout-above-one",
+        lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.backbone.init_args.encoder_dropout", "1.5"],
+        ("encoder_dropout is 1.5", "[0, 1)"),
+    ),
     BadInput("garbage-tokenizer-in-ckpt", lambda: generate_from("garbage-tokenizer.ckpt"), ("saved tokenizer",)),
     BadInput("nan-weights-to-generate", lambda: generate_from("nan-weights.ckpt"), ("NaN or infinite weights",)),
     BadInput(

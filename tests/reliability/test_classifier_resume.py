@@ -1,10 +1,15 @@
-"""The GPT classifier (fully fine-tuned, and with LoRA) killed with SIGKILL resumes with the same losses."""
+"""The GPT classifier (fully fine-tuned, and with LoRA; in one process and in two under DDP) killed with SIGKILL
+resumes with the same losses."""
 
 # Fixtures imported from the fixture modules come back as test parameters of the same name, by design.
 # ruff: noqa: F811
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,5 +49,42 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(sst_like_dir, gpt_che
     resumed = step_losses(run_dir)
     assert len(straight) == 9 * EPOCHS
     assert max(resumed) == max(straight)
+    deltas = [abs(resumed[step] - straight[step]) for step in resumed if step >= 9]
+    assert deltas and max(deltas) == 0.0
+
+
+def start_processes(args: list[str]) -> subprocess.Popen:
+    """`python -m lightning_llm <args>`: Lightning's DDP launcher starts rank 1 with the same command line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "lightning_llm", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+
+
+def finish(process: subprocess.Popen) -> None:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+
+
+@pytest.mark.slow
+def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run(sst_like_dir, gpt_checkpoints):
+    """Two processes each take their slice of every length-grouped batch, so the resumed run sees the same
+    global batches mid-epoch (and each process restores its own dropout generator)."""
+    # batches of 4 per process: the same 9 global batches of 8 an epoch as the one-process test
+    ddp = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    ddp += ["--data.batch_size", "4", "--data.group_by_length", "true"]
+    backbone = gpt_checkpoints["bpe"]
+    finish(start_processes([*finetune_args(sst_like_dir, backbone, "straight"), *ddp]))
+    straight = step_losses(Path("logs/gpt-sst2-finetune/straight"))
+    run_dir = Path("logs/gpt-sst2-finetune/killed")
+    process = start_processes([*finetune_args(sst_like_dir, backbone, "killed"), *ddp])
+    wait_for_step(process, run_dir, 13)  # the middle of the second epoch, after the first epoch's checkpoint
+    os.killpg(process.pid, signal.SIGKILL)  # both processes at once, as a lost machine
+    process.wait()
+    resume = start_processes([*finetune_args(sst_like_dir, backbone, "killed"), *ddp, "--ckpt_path", "last"])
+    finish(resume)
+    resumed = step_losses(run_dir)
+    assert len(straight) == 9 * EPOCHS and max(resumed) == max(straight)
     deltas = [abs(resumed[step] - straight[step]) for step in resumed if step >= 9]
     assert deltas and max(deltas) == 0.0

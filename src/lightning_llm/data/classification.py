@@ -170,6 +170,8 @@ class TextClassificationDataModule(LightningDataModule):
             seed=torch.initial_seed(),
             chunk_batches=50 if self.group_by_length else 1,
             start_batch=self._batches_done_this_epoch,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            world_size=self.trainer.world_size if self.trainer else 1,
         )
         return ResumableLoader(
             dataset,
@@ -181,9 +183,8 @@ class TextClassificationDataModule(LightningDataModule):
         )
 
     def _batches_done_this_epoch(self) -> int:
-        # With several processes Lightning wraps the sampler and deals its indices out by position, so a
-        # skip here would misalign them: a distributed run resumed mid-epoch restarts that epoch's order.
-        if self.trainer is None or self.trainer.world_size > 1:
+        # every process counts the same batches: each takes its slice of every global batch
+        if self.trainer is None:
             return 0
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 

