@@ -72,13 +72,8 @@ class LightningBatchStats(Callback):
 
 
 # The peers these benches time (the HF Trainer, a plain loop) train AutoModelForSequenceClassification as it
-# loads: dropout 0.1 in the encoder, nothing frozen. The project's side trains the same network.
-PEER_RECIPE = [
-    "--model.init_args.backbone.init_args.encoder_dropout",
-    "0.1",
-    "--model.init_args.freeze",
-    "none",
-]
+# loads: dropout 0.1 in the encoder. The project's side trains the same network.
+PEER_RECIPE = ["--model.init_args.backbone.init_args.encoder_dropout", "0.1"]
 
 
 def build_fit(overrides: Sequence[str], callbacks: Sequence[Callback], log_dir: str) -> Any:
