@@ -149,6 +149,11 @@ def main() -> None:
     parser.add_argument(
         "--configs", nargs="*", default=CONFIGS, help="project configs (default: %(default)s)"
     )
+    parser.add_argument(
+        "--hf-wall-s",
+        type=float,
+        help="the Trainer's epoch wall time measured before: ratios use it, it does not run",
+    )
     parser.add_argument("--hf-child", type=int, help=argparse.SUPPRESS)  # internal: the Trainer's run, here
     parser.add_argument("--quick-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,8 +166,11 @@ def main() -> None:
     before = machine()
     rows: list[dict[str, Any]] = []
     for seed in args.seeds or ([42, 7, 1234] if args.full else [42]):
-        hf = {"seed": seed, "run": HF, **hf_run(seed, quick)}
-        print(json.dumps(hf), file=sys.stderr, flush=True)
+        if args.hf_wall_s is None:
+            hf = {"seed": seed, "run": HF, **hf_run(seed, quick)}
+            print(json.dumps(hf), file=sys.stderr, flush=True)
+        else:
+            hf = {"seed": seed, "run": f"{HF}, measured before", "wall_s": args.hf_wall_s}
         for config in args.configs:
             with tempfile.TemporaryDirectory(prefix="time-to-accuracy-") as work:
                 row = {"seed": seed, "run": Path(config).name, **project_run(config, seed, quick, Path(work))}
@@ -170,7 +178,8 @@ def main() -> None:
             if "error" not in row and "error" not in hf and row["seconds_to_target"]:
                 row["speedup"] = hf["wall_s"] / row["seconds_to_target"]
             rows.append(row)
-        rows.append(hf)
+        if args.hf_wall_s is None:
+            rows.append(hf)
     print(
         f"\nMiniLM-L6 on SST-2, wall time from launch to dev accuracy >= {TARGET} (872 dev sentences), "
         f"{before['cores']} cores, load {before['load_average_1m']}"
