@@ -106,3 +106,21 @@ def dev_accuracy(model: torch.nn.Module, datamodule: LightningDataModule) -> flo
         total += len(batch["labels"])
     model.train(was_training)
     return correct / total
+
+
+def pretokenised_sst2() -> tuple[Any, str]:
+    """The data module of configs/minilm-sst2.yaml set up for fit with the backbone's tokenizer, and the
+    pretrained folder: the project's reader and tokeniser give the ids a `datasets.map(tokenizer)` would, so
+    the HF peers train on the same pre-tokenised texts."""
+    import yaml
+
+    from lightning_llm.data.classification import TextClassificationDataModule
+    from lightning_llm.models.hf_encoder import HFTextEncoder
+    from lightning_llm.pretrained import resolve_pretrained
+
+    config = yaml.safe_load(CONFIG.read_text())
+    pretrained = config["model"]["init_args"]["backbone"]["init_args"]["pretrained"]
+    datamodule = TextClassificationDataModule(**{**config["data"]["init_args"], "data_dir": str(SST2)})
+    datamodule.tokenizer = HFTextEncoder(pretrained)
+    datamodule.setup("fit")
+    return datamodule, resolve_pretrained(pretrained)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from harness import (
     SST2,
     machine,
@@ -86,7 +85,7 @@ def project_run(config: str, seed: int, quick: bool, work: Path) -> dict[str, An
 
 def hf_epoch(seed: int, steps: int | None) -> dict[str, Any]:
     """The HF Trainer's epoch (or `steps`) on MiniLM and SST-2, then its dev accuracy (a child process)."""
-    from _minilm import CONFIG, dev_accuracy
+    from _minilm import dev_accuracy, pretokenised_sst2
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -95,16 +94,7 @@ def hf_epoch(seed: int, steps: int | None) -> dict[str, Any]:
         TrainingArguments,
     )
 
-    from lightning_llm.data.classification import TextClassificationDataModule
-    from lightning_llm.models.hf_encoder import HFTextEncoder
-    from lightning_llm.pretrained import resolve_pretrained
-
-    config = yaml.safe_load(CONFIG.read_text())
-    pretrained = config["model"]["init_args"]["backbone"]["init_args"]["pretrained"]
-    path = resolve_pretrained(pretrained)
-    datamodule = TextClassificationDataModule(**{**config["data"]["init_args"], "data_dir": str(SST2)})
-    datamodule.tokenizer = HFTextEncoder(pretrained)
-    datamodule.setup("fit")
+    datamodule, path = pretokenised_sst2()
     texts = datamodule.datasets["train"]
     train = [
         {"input_ids": ids, "labels": label} for ids, label in zip(texts.input_ids, texts.labels, strict=True)
