@@ -10,6 +10,10 @@ DATA_DIR ?= $(if $(wildcard ../shared/data/tinyshakespeare.txt),../shared/data,d
 PORT ?= 6006
 ARGS ?=
 BENCH_ARGS ?=
+# Test files run side by side in TEST_WORKERS processes (pytest-xdist); a file stays in one, so its module
+# fixtures (the hostile-input table) run once. Most tests use one thread, so 2 suit 2 cores.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 CKPT ?=
 PROMPT ?= def
 # `make generate` without CKPT: in the newest language-model run that has validated, the checkpoint with the
@@ -75,11 +79,11 @@ bench: $(VENV)/.bench-installed ## Every benchmark in bench/, quick (under 10 mi
 bench-full: $(VENV)/.bench-installed ## Every benchmark in its full mode, for an idle machine (tens of minutes): the figures in docs/benchmarks.md
 	$(PY) bench/run_all.py --full --data $(DATA_DIR)/tinyshakespeare.txt $(BENCH_ARGS)
 
-test: install ## Run the whole test suite (CPU, minutes)
-	$(BIN)/pytest -q $(ARGS)
+test: install ## Run the whole test suite (CPU, minutes; TEST_WORKERS=1 for one process)
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 test-fast: install ## Run the tests that are not marked slow
-	$(BIN)/pytest -q -m "not slow" $(ARGS)
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) -m "not slow" $(ARGS)
 
 tensorboard: install ## Serve the training logs on http://localhost:6006 (PORT=... for another)
 	$(BIN)/tensorboard --logdir logs --port $(PORT) --bind_all
