@@ -7,6 +7,7 @@ traceback, and no file that existed before changed or removed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import multiprocessing
 import os
 import subprocess
@@ -106,6 +107,8 @@ def _main_in_fork(args: list[str], cwd: str, stdout: str, stderr: str) -> None:
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     sys.argv = [str(Path(cli.__file__).with_name("__main__.py")), *args]
+    # as under `python -m`: a DDP run restarts the same command for its other processes from this spec
+    sys.modules["__main__"].__spec__ = importlib.util.find_spec("lightning_llm.__main__")
     cli.main()
 
 

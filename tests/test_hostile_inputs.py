@@ -211,6 +211,11 @@ CASES = [
         lambda: ["fit", "--config", str(MINILM_CONFIG), "--model.init_args.backbone.init_args.encoder_dropout", "1.5"],
         ("encoder_dropout is 1.5", "[0, 1)"),
     ),
+    BadInput(
+        "ddp-batch-larger-than-each-process-share",  # each of 2 processes takes 40 of the 72 texts per step
+        lambda: gpt_finetune("--data.batch_size", "40", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
+        ("data.batch_size 40 x 2 processes", "72 training texts", "fewer processes"),
+    ),
     BadInput("garbage-tokenizer-in-ckpt", lambda: generate_from("garbage-tokenizer.ckpt"), ("saved tokenizer",)),
     BadInput("nan-weights-to-generate", lambda: generate_from("nan-weights.ckpt"), ("NaN or infinite weights",)),
     BadInput(

@@ -25,6 +25,7 @@ from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.callbacks.int8_inference import Int8Inference
 from lightning_llm.callbacks.progress import StepAwareProgressBar
 from lightning_llm.callbacks.random_state import RandomStateCheckpoint
+from lightning_llm.callbacks.stop_other_ranks import StopOtherRanks
 from lightning_llm.callbacks.training_logs import TrainingLogs
 from lightning_llm.checkpoint_files import (
     model_description,
@@ -491,6 +492,7 @@ def build_cli(
         trainer_defaults={
             "callbacks": [
                 GracefulStop(),
+                StopOtherRanks(),
                 StopOnNonFiniteLoss(),
                 RandomStateCheckpoint(),
                 TrainingLogs(),  # train/lr, grad_norm, throughput, the HParams tab

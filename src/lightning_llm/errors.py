@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +13,10 @@ from contextlib import contextmanager
 class UserError(ValueError):
     """A bad input (path, file content, config value, checkpoint) with a message naming the fix."""
 
+
+# Rank 0 stops every process when it fails, so another rank's copy of the same error is never printed;
+# an error only that rank meets still is, after this long.
+OTHER_RANK_PRINT_DELAY_S = 3.0
 
 # File-system faults a user can fix (space, permissions, a file where a folder belongs); others are bugs.
 _FIXABLE_OS_ERRORS = {
@@ -51,5 +57,17 @@ def exit_on_user_error() -> Iterator[None]:
         found = user_error_in(error)
         if found is None:
             raise
+        if process_rank() > 0:
+            time.sleep(OTHER_RANK_PRINT_DELAY_S)
         print(f"error: {' '.join(str(found).split())}", file=sys.stderr)  # one line, whatever the message
         raise SystemExit(2) from None
+
+
+def process_rank() -> int:
+    """This process's rank in a distributed run (torchrun's RANK, Lightning's LOCAL_RANK for the processes
+    it starts); 0 outside one."""
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0

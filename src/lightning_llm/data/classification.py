@@ -157,10 +157,13 @@ class TextClassificationDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        if len(dataset) < self.batch_size:
+        world_size = self.trainer.world_size if self.trainer else 1
+        if len(dataset) < self.batch_size * world_size:
+            # every process takes its own batch_size texts of each step: fewer would make an empty epoch
+            processes = f" x {world_size} processes" if world_size > 1 else ""
             raise UserError(
-                f"data.batch_size {self.batch_size} is larger than the {len(dataset)} training texts; "
-                "use a smaller data.batch_size or more training data"
+                f"data.batch_size {self.batch_size}{processes} is larger than the {len(dataset)} training texts; "
+                "use a smaller data.batch_size, fewer processes or more training data"
             )
         # The order depends only on the seed given to `seed_everything` (torch's initial seed), the epoch
         # and the batches already done in it, so a run resumed mid-epoch sees the batches it would have seen.
@@ -171,7 +174,7 @@ class TextClassificationDataModule(LightningDataModule):
             chunk_batches=50 if self.group_by_length else 1,
             start_batch=self._batches_done_this_epoch,
             rank=self.trainer.global_rank if self.trainer else 0,
-            world_size=self.trainer.world_size if self.trainer else 1,
+            world_size=world_size,
         )
         return ResumableLoader(
             dataset,
