@@ -18,6 +18,7 @@ from lm_helpers import lm_fit_args, step_losses, write_tiny_corpus
 
 from lightning_llm.cli import main
 from lightning_llm.data.prepared import MANIFEST
+from lightning_llm.tokenizers import BPETokenizer, tokenizer_from_json
 
 pytest.importorskip("litdata")
 
@@ -80,13 +81,30 @@ def test_streaming_training_resumes_with_the_uninterrupted_losses(prepared: Path
         assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
 
 
-def test_a_prepared_folder_decides_the_tokenizer(prepared: Path, tmp_path, monkeypatch, capsys):
+def test_a_prepared_folder_decides_what_is_left_unset_and_refuses_what_differs(
+    prepared: Path, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
-    args = [*lm_fit_args(prepared / "whole.txt", 2, "bpe"), "--data.path", f"prepared:{prepared / 'out'}"]
-    with pytest.raises(SystemExit) as exited:
-        main([*args, "--data.tokenizer", "bpe"])
-    assert exited.value.code == 2
-    assert "data.tokenizer is 'bpe', but" in capsys.readouterr().err
+    bpe = run_cli(
+        ["prepare", "--data.path", str(prepared / "corpus"), "--data.tokenizer", "bpe"]
+        + ["--data.bpe_vocab_size", "300", "--data.val_fraction", "0.2", "--output_dir", "bpe"],
+        tmp_path,
+    )
+    assert bpe.returncode == 0, bpe.stderr[-3000:]
+    # the recipe's config says `tokenizer: char`; null leaves it to the folder, as does the unset val_fraction
+    args = [*lm_fit_args(prepared / "whole.txt", 2, "bpe"), "--data.path", "prepared:bpe"]
+    main([*args, "--data.tokenizer", "null"])
+    checkpoint = torch.load("logs/gpt-shakespeare-char/bpe/checkpoints/last.ckpt", weights_only=True)
+    assert isinstance(tokenizer_from_json(checkpoint["tokenizer"]), BPETokenizer)
+    assert checkpoint["hyper_parameters"]["model"]["init_args"]["vocab_size"] == 300
+    for typed, says in (
+        (["--data.tokenizer", "char"], "data.tokenizer is 'char', but"),
+        (["--data.tokenizer", "null", "--data.val_fraction", "0.1"], "data.val_fraction is 0.1, but"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main([*args, *typed, "--trainer.logger.init_args.version", "refused"])
+        assert exited.value.code == 2
+        assert says in capsys.readouterr().err
 
 
 def _windows_of_rank(rank: int, world_size: int, folder: str, port: int, out: str) -> None:

@@ -1,6 +1,7 @@
 """`lightning-llm prepare`: tokenise a corpus once, in parallel, into chunks that training streams.
 
-    lightning-llm prepare --data.path "books/**/*.txt" --data.tokenizer bpe --output_dir prepared/books --workers 8
+    lightning-llm prepare --data.path "books/**/*.txt" --data.tokenizer bpe --data.bpe_vocab_size 2048 \
+        --output_dir prepared/books --workers 8
     lightning-llm fit --config configs/gpt-pycode.yaml --data.path prepared:prepared/books
 
 Every rank and node then reads the chunks (litdata's StreamingDataset) and the tokenizer beside them: no
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from lightning_llm.cli_help import run_command
 from lightning_llm.data.corpus import STDLIB, resolve_files
-from lightning_llm.data.language_modeling import check_corpus_settings
+from lightning_llm.data.language_modeling import DEFAULT_BPE_VOCAB, check_corpus_settings
 from lightning_llm.errors import UserError
 
 
@@ -26,13 +27,13 @@ class CorpusSettings:
     Args:
         path: Text file(s), glob(s) or director(ies), as fit's data.path ("stdlib": this Python's sources).
         tokenizer: "char" or "bpe" (byte-level BPE trained here, once, on the corpus).
-        bpe_vocab_size: Vocabulary size of the BPE tokenizer.
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer (default 4096).
         val_fraction: The corpus's last fraction (by size, cut at a line end) is held out for validation.
     """
 
     path: str | list[str] = STDLIB
     tokenizer: str = "char"
-    bpe_vocab_size: int = 4096
+    bpe_vocab_size: int | None = None
     val_fraction: float = 0.1
 
 
@@ -69,7 +70,8 @@ def prepare(data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None
             f"--output_dir {output_dir} lies inside data.path {inside[0]}: prepare into a folder outside the corpus"
         )
     files = resolve_files(data.path)
-    return prepare_folder(files, output_dir, workers, data.tokenizer, data.bpe_vocab_size, data.val_fraction)
+    vocab_size = DEFAULT_BPE_VOCAB if data.bpe_vocab_size is None else data.bpe_vocab_size
+    return prepare_folder(files, output_dir, workers, data.tokenizer, vocab_size, data.val_fraction)
 
 
 def main() -> None:  # pragma: no cover - `python -m lightning_llm.prepare`

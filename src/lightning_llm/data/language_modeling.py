@@ -17,18 +17,21 @@ from lightning_llm.errors import UserError
 from lightning_llm.tokenizers import Tokenizer
 
 MIN_BPE_VOCAB = 257  # every byte, plus <|endoftext|>: a smaller size would silently become this one
+DEFAULT_TOKENIZER, DEFAULT_BPE_VOCAB, DEFAULT_VAL_FRACTION = "char", 4096, 0.1
 
 
-def check_corpus_settings(tokenizer: str, bpe_vocab_size: int, val_fraction: float) -> None:
-    """The tokenizer and split settings, as fit's data module and `prepare` both take them."""
-    if tokenizer not in ("char", "bpe"):
+def check_corpus_settings(
+    tokenizer: str | None, bpe_vocab_size: int | None, val_fraction: float | None
+) -> None:
+    """The tokenizer and split settings as set (None: unset), as fit's data module and `prepare` take them."""
+    if tokenizer is not None and tokenizer not in ("char", "bpe"):
         raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
-    if tokenizer == "bpe" and bpe_vocab_size < MIN_BPE_VOCAB:
+    if tokenizer != "char" and bpe_vocab_size is not None and bpe_vocab_size < MIN_BPE_VOCAB:
         raise UserError(
             f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
             "(256 bytes and the end-of-text token)"
         )
-    if not 0.0 < val_fraction < 1.0:
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
         raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
 
 
@@ -44,14 +47,15 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             their whole text. Or one Hugging Face dataset split, `hub:<dataset>[:<config>]:<split>` (e.g.
             `hub:wikitext:wikitext-2-raw-v1:train`; needs the `hub` extra). Or a folder written by
             `lightning-llm prepare`, `prepared:<folder>`: its chunks are streamed (litdata), and the tokenizer,
-            split and vocabulary come from it (tokenizer, bpe_vocab_size and val_fraction must agree).
+            split and vocabulary come from it (tokenizer, bpe_vocab_size and val_fraction left unset take the
+            folder's; a different value set here is refused).
         text_column: The column holding the text, in table files (.tsv, .csv, .jsonl) of `path` and in
             a hub dataset; the other columns (labels, ids) and the header are left out.
-        tokenizer: "char" (one id per character) or "bpe" (byte-level BPE trained on the corpus).
-        bpe_vocab_size: Vocabulary size of the BPE tokenizer.
+        tokenizer: "char" (one id per character, the default) or "bpe" (byte-level BPE trained on the corpus).
+        bpe_vocab_size: Vocabulary size of the BPE tokenizer (default 4096).
         block_size: Context length of each training window; the model's block size is linked to it.
         batch_size: Windows per batch (per device).
-        val_fraction: The last fraction of the token stream is held out for validation.
+        val_fraction: The last fraction of the token stream is held out for validation (default 0.1).
         val_windows: Number of fixed validation windows, evenly spaced over the validation tokens.
         eval_batch_size: Windows per validation / test batch (default: batch_size). The loss is token-weighted
             over the same windows whatever the batching, and larger batches evaluate faster on a CPU.
@@ -64,11 +68,11 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self,
         path: str | list[str] = STDLIB,
         text_column: str = "text",
-        tokenizer: str = "char",
-        bpe_vocab_size: int = 4096,
+        tokenizer: str | None = None,
+        bpe_vocab_size: int | None = None,
         block_size: int = 256,
         batch_size: int = 12,
-        val_fraction: float = 0.1,
+        val_fraction: float | None = None,
         val_windows: int = 1000,
         eval_batch_size: int | None = None,
         cache_dir: str = ".cache/lightning-llm",
@@ -76,7 +80,25 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        # Unset means the default, or a prepared folder's own setting: only what is set is held against it.
+        self.corpus_settings_set = {
+            key: value
+            for key, value in (
+                ("tokenizer", tokenizer),
+                ("bpe_vocab_size", bpe_vocab_size),
+                ("val_fraction", val_fraction),
+            )
+            if value is not None
+        }
+        self.prepared = (
+            Path(path.removeprefix(PREFIX)).expanduser()
+            if isinstance(path, str) and path.startswith(PREFIX)
+            else None
+        )
         check_corpus_settings(tokenizer, bpe_vocab_size, val_fraction)
+        tokenizer = DEFAULT_TOKENIZER if tokenizer is None else tokenizer
+        bpe_vocab_size = DEFAULT_BPE_VOCAB if bpe_vocab_size is None else bpe_vocab_size
+        val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
         if num_workers < 0:
             raise UserError(
                 f"data.num_workers is {num_workers}: it must be 0 (load in the main process) or more"
@@ -103,11 +125,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.text_column = text_column
         self._cache: TokenCache | None = None
-        self.prepared = (
-            Path(path.removeprefix(PREFIX)).expanduser()
-            if isinstance(path, str) and path.startswith(PREFIX)
-            else None
-        )
         self._prepared_tokenizer: Tokenizer | None = None
         self._train_loader = None  # the streaming loader, whose position the checkpoint keeps
         self._loader_state: dict | None = None  # a checkpoint's position, for the next streaming loader
@@ -143,17 +160,20 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         return self.prepared / "tokenizer.json" if self.prepared is not None else self.cache.tokenizer_file
 
     def _check_prepared(self) -> None:
-        """The prepared folder's settings are the run's: a different one typed here is refused, not ignored."""
+        """The prepared folder's settings are the run's: one left unset takes the folder's, a different one set
+        here is refused, not ignored."""
         manifest = read_manifest(self.prepared)
-        wanted = {"tokenizer": self.tokenizer_kind, "val_fraction": self.val_fraction}
-        if manifest["tokenizer"] == "bpe" and self.tokenizer_kind == "bpe":
-            wanted["bpe_vocab_size"] = self.bpe_vocab_size
-        for key, value in wanted.items():
+        for key, value in self.corpus_settings_set.items():
+            if key == "bpe_vocab_size" and manifest["tokenizer"] == "char":
+                continue  # as without a folder: a BPE size does not apply to a character tokenizer
             if manifest.get(key) != value:
                 raise UserError(
-                    f"data.{key} is {value!r}, but {self.prepared} was prepared with {manifest.get(key)!r}; set "
-                    f"--data.{key} {manifest.get(key)} (the folder decides it), or prepare the corpus again"
+                    f"data.{key} is {value!r}, but {self.prepared} was prepared with {manifest.get(key)!r}; leave "
+                    f"data.{key} unset (null: the folder decides it) or set {manifest.get(key)}, or prepare again"
                 )
+        self.tokenizer_kind = manifest["tokenizer"]
+        self.bpe_vocab_size = manifest["bpe_vocab_size"] or self.bpe_vocab_size
+        self.val_fraction = manifest["val_fraction"]
         tokens = manifest["tokens"]
         for split, needed in (
             ("train", self.batch_size * (self.block_size + 1)),
