@@ -1,7 +1,12 @@
-"""Command-line overrides that shrink any language-model config to seconds on a CPU, and reading run logs."""
+"""Command-line overrides that shrink any language-model config to seconds on a CPU, reading run logs, and
+training runs in processes of their own (to kill them)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -95,3 +100,30 @@ def write_tiny_corpus(path: Path) -> Path:
             lines.append("ROMEO: def main(): return 0")  # the sample prompts of the shipped configs
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early:\n{process.stdout.read()}")
+        if (run_dir / "checkpoints" / "last.ckpt").exists() and max(step_losses(run_dir), default=-1) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError("training did not reach the step in time")
+
+
+def start_processes(args: list[str]) -> subprocess.Popen:
+    """`python -m lightning_llm <args>`: Lightning's DDP launcher starts rank 1 with the same command line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "lightning_llm", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Wait for a run of `start_processes` to succeed; its output."""
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    return output

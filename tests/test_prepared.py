@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from cli_runner import error_line, run_cli
-from lm_helpers import lm_fit_args, step_losses, write_tiny_corpus
+from lm_helpers import finish, lm_fit_args, start_processes, step_losses, wait_for_step, write_tiny_corpus
 
 from lightning_llm.cli import main
 from lightning_llm.data.prepared import MANIFEST
@@ -77,6 +78,31 @@ def test_streaming_training_resumes_with_the_uninterrupted_losses(prepared: Path
     main([*lm_fit_args(prepared / "whole.txt", 16, "interrupted"), *stream, "--ckpt_path", "last"])
     resumed = step_losses(Path("logs/gpt-shakespeare-char/interrupted"))
     assert len(straight) == 16
+    for step in range(8, 16):
+        assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_killed_together_resume_with_the_uninterrupted_losses(
+    prepared: Path, tmp_path, monkeypatch
+):
+    """The checkpoint (rank 0's) holds the stream's position; both ranks restart from it after a kill -9."""
+    monkeypatch.chdir(tmp_path)
+    ddp = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    stream = ["--data.path", f"prepared:{prepared / 'out'}", "--trainer.max_epochs", "5", *ddp]
+    finish(start_processes([*lm_fit_args(prepared / "whole.txt", 16, "straight"), *stream]))
+    straight = step_losses(Path("logs/gpt-shakespeare-char/straight"))
+    run_dir = Path("logs/gpt-shakespeare-char/killed")
+    process = start_processes([*lm_fit_args(prepared / "whole.txt", 16, "killed"), *stream])
+    wait_for_step(process, run_dir, 9)  # past the checkpoint of step 8
+    os.killpg(process.pid, signal.SIGKILL)  # both processes at once, as a lost machine
+    process.wait()
+    resume = start_processes(
+        [*lm_fit_args(prepared / "whole.txt", 16, "killed"), *stream, "--ckpt_path", "last"]
+    )
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in finish(resume)
+    resumed = step_losses(run_dir)
+    assert len(straight) == 16 and max(resumed) == 15
     for step in range(8, 16):
         assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from bert_fixtures import sst_like_dir  # noqa: F401
 from gpt_fixtures import gpt_checkpoints  # noqa: F401
-from lm_helpers import step_losses
-from test_resume import start_training, wait_for_step
+from lm_helpers import finish, start_processes, step_losses, wait_for_step
+from test_resume import start_training
 
 from lightning_llm.cli import main
 
@@ -53,20 +51,6 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(sst_like_dir, gpt_che
     assert deltas and max(deltas) == 0.0
 
 
-def start_processes(args: list[str]) -> subprocess.Popen:
-    """`python -m lightning_llm <args>`: Lightning's DDP launcher starts rank 1 with the same command line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "lightning_llm", *args]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
-
-
-def finish(process: subprocess.Popen) -> None:
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output[-3000:]
-
-
 @pytest.mark.slow
 def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run(sst_like_dir, gpt_checkpoints):
     """Two processes each take their slice of every length-grouped batch, so the resumed run sees the same
@@ -83,7 +67,7 @@ def test_ddp_sigkill_then_resume_matches_the_uninterrupted_run(sst_like_dir, gpt
     os.killpg(process.pid, signal.SIGKILL)  # both processes at once, as a lost machine
     process.wait()
     resume = start_processes([*finetune_args(sst_like_dir, backbone, "killed"), *ddp, "--ckpt_path", "last"])
-    finish(resume)
+    assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in finish(resume)
     resumed = step_losses(run_dir)
     assert len(straight) == 9 * EPOCHS and max(resumed) == max(straight)
     deltas = [abs(resumed[step] - straight[step]) for step in resumed if step >= 9]

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from lm_helpers import SHAKESPEARE_CONFIG, lm_fit_args, step_losses
+from lm_helpers import SHAKESPEARE_CONFIG, lm_fit_args, step_losses, wait_for_step
 
 from lightning_llm.cli import main
 
@@ -44,17 +43,6 @@ def start_training(args: list[str]) -> subprocess.Popen:
         text=True,
         env=env,
     )
-
-
-def wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"training ended early:\n{process.stdout.read()}")
-        if (run_dir / "checkpoints" / "last.ckpt").exists() and max(step_losses(run_dir), default=-1) >= step:
-            return
-        time.sleep(0.2)
-    raise AssertionError("training did not reach the step in time")
 
 
 @pytest.mark.slow
