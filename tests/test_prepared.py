@@ -82,6 +82,69 @@ def test_streaming_training_resumes_with_the_uninterrupted_losses(prepared: Path
         assert resumed[step] == straight[step], f"step {step}: {resumed[step]} != {straight[step]}"
 
 
+@pytest.fixture
+def object_store(monkeypatch) -> str:
+    """An S3-compatible store served here (moto), with boto3 and litdata pointed at it by the usual settings."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="corpora")
+    yield "s3://corpora"
+    server.stop()
+
+
+def test_a_folder_in_object_storage_trains_like_the_local_one(
+    prepared: Path, object_store: str, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    url = f"{object_store}/tiny"
+    prepare = ["prepare", "--data.path", str(prepared / "corpus"), "--output_dir", url, "--workers", "2"]
+    done = run_cli(prepare, tmp_path)
+    assert done.returncode == 0 and f"--data.path prepared:{url}" in done.stderr, done.stderr[-3000:]
+    assert "nothing to do" in run_cli(prepare, tmp_path).stderr
+    import boto3
+
+    boto3.client("s3").put_object(Bucket="corpora", Key="notes/readme.txt", Body=b"not a prepared folder")
+    line = error_line(run_cli([*prepare[:-4], "--output_dir", f"{object_store}/notes"], tmp_path))
+    assert "notes exists and is not a prepared folder" in line
+    for version, folder in (("local", prepared / "out"), ("remote", url)):
+        main(
+            [
+                *lm_fit_args(prepared / "whole.txt", 4, version),
+                "--data.path",
+                f"prepared:{folder}",
+                "--trainer.max_epochs",
+                "5",
+            ]
+        )
+    remote = step_losses(Path("logs/gpt-shakespeare-char/remote"))
+    assert len(remote) == 4 and remote == step_losses(Path("logs/gpt-shakespeare-char/local"))
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                *lm_fit_args(prepared / "whole.txt", 4, "missing"),
+                "--data.path",
+                f"prepared:{object_store}/nothing",
+            ]
+        )
+    assert exited.value.code == 2
+    assert (
+        f"{object_store}/nothing is not a folder written by `lightning-llm prepare`"
+        in capsys.readouterr().err
+    )
+
+
 @pytest.mark.slow
 def test_two_ddp_processes_killed_together_resume_with_the_uninterrupted_losses(
     prepared: Path, tmp_path, monkeypatch
@@ -140,7 +203,7 @@ def _windows_of_rank(rank: int, world_size: int, folder: str, port: int, out: st
 
     seen = [
         tuple(row.tolist())
-        for x, _ in training_loader(Path(folder), 16, 4, seed=7, num_workers=0)
+        for x, _ in training_loader(f"{folder}/train", 16, 4, seed=7, num_workers=0)
         for row in x
     ]
     torch.save(seen, f"{out}/rank{rank}.pt")
@@ -150,7 +213,11 @@ def _windows_of_rank(rank: int, world_size: int, folder: str, port: int, out: st
 def test_two_ddp_ranks_stream_disjoint_windows_that_cover_the_data(prepared: Path, tmp_path: Path):
     from lightning_llm.data.streaming import training_loader
 
-    everything = [tuple(row.tolist()) for x, _ in training_loader(prepared / "out", 16, 4, 7, 0) for row in x]
+    everything = [
+        tuple(row.tolist())
+        for x, _ in training_loader(str(prepared / "out" / "train"), 16, 4, 7, 0)
+        for row in x
+    ]
     mp.spawn(_windows_of_rank, args=(2, str(prepared / "out"), 29517, str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
     assert len(first) == len(second) > 0  # the same number of windows on each rank

@@ -17,6 +17,7 @@ from pathlib import Path
 from lightning_llm.cli_help import run_command
 from lightning_llm.data.corpus import STDLIB, resolve_files
 from lightning_llm.data.language_modeling import DEFAULT_BPE_VOCAB, check_corpus_settings
+from lightning_llm.data.object_store import is_remote
 from lightning_llm.errors import UserError
 
 
@@ -40,13 +41,16 @@ class CorpusSettings:
 DEFAULT_CORPUS = CorpusSettings()
 
 
-def prepare(data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None, workers: int = 1) -> Path:
+def prepare(
+    data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None, workers: int = 1
+) -> Path | str:
     """Tokenise a corpus into a folder of token chunks (litdata), its tokenizer and a manifest.
 
     Args:
         data: The corpus and tokenizer.
-        output_dir: The folder to create (its parent must exist). A rerun with the same corpus and settings
-            does nothing; one holding another corpus or tokenizer is refused.
+        output_dir: The folder to create (its parent must exist), or one in object storage,
+            `s3://<bucket>/<folder>` (boto3's AWS settings; AWS_ENDPOINT_URL for an S3-compatible store). A rerun
+            with the same corpus and settings does nothing; one holding another corpus or tokenizer is refused.
         workers: Processes that encode the corpus side by side.
     """
     from lightning_llm.data.prepared import prepare_folder
@@ -63,7 +67,9 @@ def prepare(data: CorpusSettings = DEFAULT_CORPUS, output_dir: str | None = None
     inside = [
         folder
         for folder in folders
-        if folder.is_dir() and Path(output_dir).expanduser().resolve().is_relative_to(folder)
+        if folder.is_dir()
+        and not is_remote(output_dir)
+        and Path(output_dir).expanduser().resolve().is_relative_to(folder)
     ]
     if inside:  # its tokenizer and manifest would join the corpus of the next run
         raise UserError(

@@ -10,7 +10,13 @@ from torch.utils.data import DataLoader
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
 from lightning_llm.data.hub import is_hub_source
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
-from lightning_llm.data.prepared import PREFIX, prepared_tokenizer, prepared_val_tokens, read_manifest
+from lightning_llm.data.prepared import (
+    PREFIX,
+    PreparedFolder,
+    prepared_tokenizer,
+    prepared_val_tokens,
+    read_manifest,
+)
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
@@ -91,7 +97,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             if value is not None
         }
         self.prepared = (
-            Path(path.removeprefix(PREFIX)).expanduser()
+            PreparedFolder(path.removeprefix(PREFIX), cache_dir)
             if isinstance(path, str) and path.startswith(PREFIX)
             else None
         )
@@ -148,7 +154,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             return self.cache.tokenizer
         if self._prepared_tokenizer is None:
             self._check_prepared()
-            self._prepared_tokenizer = prepared_tokenizer(self.prepared)
+            self._prepared_tokenizer = prepared_tokenizer(self.prepared.local)
         return self._prepared_tokenizer
 
     @property
@@ -157,12 +163,15 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer_file(self) -> Path:
-        return self.prepared / "tokenizer.json" if self.prepared is not None else self.cache.tokenizer_file
+        return (
+            self.prepared.local / "tokenizer.json" if self.prepared is not None else self.cache.tokenizer_file
+        )
 
     def _check_prepared(self) -> None:
         """The prepared folder's settings are the run's: one left unset takes the folder's, a different one set
         here is refused, not ignored."""
-        manifest = read_manifest(self.prepared)
+        self.prepared.fetch()
+        manifest = read_manifest(self.prepared.local)
         for key, value in self.corpus_settings_set.items():
             if key == "bpe_vocab_size" and manifest["tokenizer"] == "char":
                 continue  # as without a folder: a BPE size does not apply to a character tokenizer
@@ -197,7 +206,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
     def val_tokens(self):
         if self.prepared is not None:
             self.tokenizer  # noqa: B018 - checks the folder's settings first
-            return prepared_val_tokens(self.prepared)
+            return prepared_val_tokens(self.prepared.local)
         return self.cache.tokens[self.split_index :]
 
     def _check_fits(self) -> None:
@@ -234,7 +243,12 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
             self.tokenizer  # noqa: B018 - checks the folder's settings first
             loader = training_loader(
-                self.prepared, self.block_size, self.batch_size, self.seed, self.num_workers
+                self.prepared.train,
+                self.block_size,
+                self.batch_size,
+                self.seed,
+                self.num_workers,
+                self.prepared.chunk_cache,
             )
             if self._loader_state is not None:
                 self._check_resumable(self._loader_state.get("dataset") or {})

@@ -16,6 +16,7 @@ is encoded here.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -30,6 +31,14 @@ from typing import Any
 import numpy as np
 
 from lightning_llm.data.corpus import FileCorpus, is_table
+from lightning_llm.data.object_store import (
+    download,
+    holds_objects,
+    is_remote,
+    join,
+    read_bytes,
+    upload_folder,
+)
 from lightning_llm.data.text_encoding import detect_encoding
 from lightning_llm.data.token_cache import token_dtype, training_texts
 from lightning_llm.errors import UserError
@@ -135,9 +144,9 @@ def prepare_folder(
     tokenizer_kind: str,
     bpe_vocab_size: int,
     val_fraction: float,
-) -> Path:
-    """Tokenise `files` into `output_dir` (see the module's docstring); a rerun with the same corpus and
-    settings does nothing, a folder prepared from anything else is refused."""
+) -> Path | str:
+    """Tokenise `files` into `output_dir`, a local folder or `s3://bucket/prefix` (see the module's docstring);
+    a rerun with the same corpus and settings does nothing, a folder prepared from anything else is refused."""
     for file in files:
         if is_table(file):
             raise UserError(
@@ -145,12 +154,13 @@ def prepare_folder(
             )
         if detect_encoding(file, PREPARE_FIX) not in ("utf-8", "utf-8-sig"):
             raise UserError(f"{file} is not UTF-8: prepare cuts files at line ends in UTF-8; {PREPARE_FIX}")
-    output = Path(output_dir).expanduser()
-    if not output.exists() and not output.parent.is_dir():
+    remote = is_remote(output_dir)
+    output = str(output_dir) if remote else Path(output_dir).expanduser()
+    if not remote and not output.exists() and not output.parent.is_dir():
         raise UserError(
             f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
         )
-    if output.exists() and not output.is_dir():
+    if not remote and output.exists() and not output.is_dir():
         raise UserError(f"--output_dir {output} is a file; name a folder to create")
     corpus = FileCorpus(files)
     settings = {
@@ -159,8 +169,14 @@ def prepare_folder(
         "val_fraction": val_fraction,
     }
     fingerprint = corpus.fingerprint()
-    if output.exists():
-        return _same_or_refuse(output, fingerprint, settings)
+    if remote:
+        found = read_bytes(join(output, MANIFEST))
+        if found is not None or holds_objects(output):
+            manifest = None if found is None else parse_manifest(found, output)
+            return _same_or_refuse(output, manifest, fingerprint, settings)
+    elif output.exists():
+        manifest = read_manifest(output) if (output / MANIFEST).is_file() else None
+        return _same_or_refuse(output, manifest, fingerprint, settings)
     started = time.perf_counter()
     tokenizer = train_tokenizer(tokenizer_kind, training_texts(corpus, tokenizer_kind), bpe_vocab_size)
     trained = time.perf_counter()
@@ -170,7 +186,8 @@ def prepare_folder(
         raise UserError(
             f"the corpus is too small to split at val_fraction {val_fraction}; give data.path more text"
         )
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    # a remote folder is built here first, in the system's temporary folder, then uploaded
+    staging = Path(tempfile.mkdtemp(prefix=".prepare.", dir=None if remote else output.parent))
     try:
         (staging / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
         _optimize(train, staging / "train", tokenizer.to_json(), dtype, workers)
@@ -195,6 +212,9 @@ def prepare_folder(
             "seconds_encode": round(time.perf_counter() - trained, 1),  # `workers` processes: encoding
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if remote:
+            upload_folder(staging, output, last=MANIFEST)
+            return _report(files, output, manifest)
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the folder from the other nodes' users
@@ -206,19 +226,24 @@ def prepare_folder(
             ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return _report(files, output, manifest)
+
+
+def _report(files: Sequence[Path], output: Path | str, manifest: dict) -> Path | str:
     megabytes = sum(f.stat().st_size for f in files) / 1e6
-    seconds = manifest["seconds"]
+    seconds, counts = manifest["seconds"], manifest["tokens"]
     print(
         f"prepared {output}: {megabytes:.1f} MB -> {counts['train']:,} training and {counts['val']:,} validation "
-        f"tokens in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):.1f} MB/s, {workers} worker(s)); "
+        f"tokens in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):.1f} MB/s, {manifest['workers']} worker(s)); "
         f"train with --data.path {PREFIX}{output}",
         file=sys.stderr,
     )
     return output
 
 
-def _same_or_refuse(output: Path, fingerprint: str, settings: dict) -> Path:
-    manifest = read_manifest(output) if (output / MANIFEST).is_file() else None
+def _same_or_refuse(
+    output: Path | str, manifest: dict | None, fingerprint: str, settings: dict
+) -> Path | str:
     if manifest is None:
         raise UserError(
             f"--output_dir {output} exists and is not a prepared folder; name a new folder (prepare never "
@@ -329,16 +354,67 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of a prepared folder; one error naming the folder when it is missing or unreadable."""
     path = Path(folder).expanduser() / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_bytes()
+    except OSError:
+        text = b""
+    return parse_manifest(text, path.parent)
+
+
+def parse_manifest(text: bytes, folder: Path | str) -> dict[str, Any]:
+    """A manifest's content; one error naming the folder when it is missing or damaged."""
+    try:
+        manifest = json.loads(text)
+        if not isinstance(manifest, dict):
+            raise ValueError
+    except ValueError:
         raise UserError(
-            f"{path.parent} is not a folder written by `lightning-llm prepare` ({MANIFEST} is missing or damaged); "
+            f"{folder} is not a folder written by `lightning-llm prepare` ({MANIFEST} is missing or damaged); "
             "prepare it again"
         ) from None
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path.parent} was prepared by another version of lightning-llm; prepare it again")
+        raise UserError(f"{folder} was prepared by another version of lightning-llm; prepare it again")
     return manifest
 
 
 def prepared_tokenizer(folder: str | Path) -> Tokenizer:
     return load_tokenizer(Path(folder).expanduser() / "tokenizer.json")
+
+
+class PreparedFolder:
+    """A prepared folder as training reads it: `local` holds its manifest, tokenizer and validation tokens (for
+    one in object storage, a copy under `cache_dir`, fetched by `fetch`); `train` is where litdata streams the
+    training chunks from, into `chunk_cache` when they are remote. `str()` is the location the user gave."""
+
+    def __init__(self, location: str, cache_dir: str | Path) -> None:
+        self.location = location
+        self.remote = is_remote(location)
+        if self.remote:
+            digest = hashlib.sha256(location.rstrip("/").encode()).hexdigest()[:16]
+            self.local = Path(cache_dir).expanduser() / "prepared" / digest
+        else:
+            self.local = Path(location).expanduser()
+        self.train = join(location, "train") if self.remote else str(self.local / "train")
+        self.chunk_cache: str | None = None
+
+    def __str__(self) -> str:
+        return self.location
+
+    def fetch(self) -> None:
+        """For a remote folder: copy its manifest, tokenizer and validation tokens here once per version of
+        it (its manifest last, so a copy with a manifest is whole); its chunks are cached per version too."""
+        if not self.remote:
+            return
+        text = read_bytes(join(self.location, MANIFEST))
+        if text is None:
+            raise UserError(
+                f"{self.location} is not a folder written by `lightning-llm prepare` ({MANIFEST} is missing); "
+                "check the address, or prepare it"
+            )
+        parse_manifest(text, self.location)
+        version = hashlib.sha256(text).hexdigest()[:16]
+        self.chunk_cache = str(self.local / "chunks" / version)
+        manifest = self.local / MANIFEST
+        if manifest.is_file() and manifest.read_bytes() == text:
+            return
+        for name in ("tokenizer.json", "val.bin", MANIFEST):
+            download(join(self.location, name), self.local / name)

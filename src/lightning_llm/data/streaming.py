@@ -7,8 +7,6 @@ continues at the same batch. (Validation reads the folder's val.bin like the mem
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -19,12 +17,16 @@ def windows_to_xy(windows: list) -> tuple[torch.Tensor, torch.Tensor]:
     return rows[:, :-1], rows[:, 1:]
 
 
-def training_loader(folder: Path, block_size: int, batch_size: int, seed: int, num_workers: int):
-    """The streaming loader of training windows; built inside the run (litdata reads the ranks when built)."""
+def training_loader(
+    train: str, block_size: int, batch_size: int, seed: int, num_workers: int, chunk_cache: str | None = None
+):
+    """The streaming loader of the training chunks at `train` (a folder, or s3:// cached in `chunk_cache`);
+    built inside the run (litdata reads the ranks when built)."""
     from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
     dataset = StreamingDataset(
-        str(folder / "train"),
+        train,
+        cache_dir=chunk_cache,
         item_loader=TokensLoader(block_size=block_size + 1),
         shuffle=True,
         seed=seed,
