@@ -10,8 +10,7 @@ DATA_DIR ?= $(if $(wildcard ../shared/data/tinyshakespeare.txt),../shared/data,d
 PORT ?= 6006
 ARGS ?=
 BENCH_ARGS ?=
-# Test files run side by side in TEST_WORKERS processes (pytest-xdist); a file stays in one, so its module
-# fixtures (the hostile-input table) run once. Most tests use one thread, so 2 suit 2 cores.
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file in one: its module fixtures run once.
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 CKPT ?=

@@ -118,18 +118,24 @@ def test_a_folder_in_object_storage_trains_like_the_local_one(
     boto3.client("s3").put_object(Bucket="corpora", Key="notes/readme.txt", Body=b"not a prepared folder")
     line = error_line(run_cli([*prepare[:-4], "--output_dir", f"{object_store}/notes"], tmp_path))
     assert "notes exists and is not a prepared folder" in line
-    for version, folder in (("local", prepared / "out"), ("remote", url)):
-        main(
-            [
-                *lm_fit_args(prepared / "whole.txt", 4, version),
-                "--data.path",
-                f"prepared:{folder}",
-                "--trainer.max_epochs",
-                "5",
-            ]
-        )
+
+    def fit(version: str, folder, steps: int, *extra: str) -> None:
+        stream = ["--data.path", f"prepared:{folder}", "--trainer.max_epochs", "5"]
+        main([*lm_fit_args(prepared / "whole.txt", steps, version), *stream, *extra])
+
+    fit("local", prepared / "out", 8)
+    fit("remote", url, 4)  # then resumed from its checkpoint of step 4, with its copies in another cache
+    fit("remote", url, 8, "--ckpt_path", "last", "--data.cache_dir", "another-cache")
     remote = step_losses(Path("logs/gpt-shakespeare-char/remote"))
-    assert len(remote) == 4 and remote == step_losses(Path("logs/gpt-shakespeare-char/local"))
+    assert len(remote) == 8 and remote == step_losses(Path("logs/gpt-shakespeare-char/local"))
+    manifest = boto3.client("s3").get_object(Bucket="corpora", Key=f"tiny/{MANIFEST}")["Body"].read()
+    boto3.client("s3").put_object(
+        Bucket="corpora", Key=f"tiny/{MANIFEST}", Body=manifest + b"\n"
+    )  # a new version
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        fit("remote", url, 12, "--ckpt_path", "last")
+    assert f"{url} was prepared again since the checkpoint streamed it" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(
             [
@@ -160,6 +166,7 @@ def test_two_ddp_processes_killed_together_resume_with_the_uninterrupted_losses(
     wait_for_step(process, run_dir, 9)  # past the checkpoint of step 8
     os.killpg(process.pid, signal.SIGKILL)  # both processes at once, as a lost machine
     process.wait()
+    assert max(step_losses(run_dir)) < 15  # killed before the end
     resume = start_processes(
         [*lm_fit_args(prepared / "whole.txt", 16, "killed"), *stream, "--ckpt_path", "last"]
     )

@@ -14,8 +14,7 @@ class UserError(ValueError):
     """A bad input (path, file content, config value, checkpoint) with a message naming the fix."""
 
 
-# Rank 0 stops every process when it fails, so another rank's copy of the same error is never printed;
-# an error only that rank meets still is, after this long.
+# Rank 0's failure kills the other ranks first, so their copy of its error never prints; theirs alone does.
 OTHER_RANK_PRINT_DELAY_S = 3.0
 
 # File-system faults a user can fix (space, permissions, a file where a folder belongs); others are bugs.
@@ -64,8 +63,8 @@ def exit_on_user_error() -> Iterator[None]:
 
 
 def process_rank() -> int:
-    """This process's rank in a distributed run (torchrun's RANK, Lightning's LOCAL_RANK for the processes
-    it starts); 0 outside one."""
+    """This process's rank in a distributed run (torchrun's RANK; Lightning's LOCAL_RANK for the processes
+    it starts, so on several nodes each node's first process counts as 0); 0 outside one."""
     for name in ("RANK", "LOCAL_RANK"):
         value = os.environ.get(name, "")
         if value.isdigit():

@@ -22,6 +22,7 @@ from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep
 from lightning_llm.errors import UserError
 from lightning_llm.tokenizers import Tokenizer
 
+PREPARED_VERSION = "prepared_version"  # beside litdata's loader state in a checkpoint
 MIN_BPE_VOCAB = 257  # every byte, plus <|endoftext|>: a smaller size would silently become this one
 DEFAULT_TOKENIZER, DEFAULT_BPE_VOCAB, DEFAULT_VAL_FRACTION = "char", 4096, 0.1
 
@@ -170,7 +171,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
     def _check_prepared(self) -> None:
         """The prepared folder's settings are the run's: one left unset takes the folder's, a different one set
         here is refused, not ignored."""
-        self.prepared.fetch()
         manifest = read_manifest(self.prepared.local)
         for key, value in self.corpus_settings_set.items():
             if key == "bpe_vocab_size" and manifest["tokenizer"] == "char":
@@ -183,6 +183,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.tokenizer_kind = manifest["tokenizer"]
         self.bpe_vocab_size = manifest["bpe_vocab_size"] or self.bpe_vocab_size
         self.val_fraction = manifest["val_fraction"]
+        self._log_corpus_settings()
         tokens = manifest["tokens"]
         for split, needed in (
             ("train", self.batch_size * (self.block_size + 1)),
@@ -193,6 +194,12 @@ class LanguageModelingDataModule(pl.LightningDataModule):
                     f"{self.prepared} holds {tokens[split]} {split} tokens, fewer than the {needed} one batch needs; "
                     "use a smaller data.block_size or data.batch_size, or a larger corpus"
                 )
+
+    def _log_corpus_settings(self) -> None:
+        """The settings in use, not the unset ones, in the run's hyperparameters (the HParams tab)."""
+        self.hparams.update(
+            tokenizer=self.tokenizer_kind, bpe_vocab_size=self.bpe_vocab_size, val_fraction=self.val_fraction
+        )
 
     @property
     def split_index(self) -> int:
@@ -251,7 +258,14 @@ class LanguageModelingDataModule(pl.LightningDataModule):
                 self.prepared.chunk_cache,
             )
             if self._loader_state is not None:
-                self._check_resumable(self._loader_state.get("dataset") or {})
+                self._check_resumable(self._loader_state)
+                # the same content, wherever it lies now: litdata would refuse another path or cache folder
+                here = loader.dataset
+                self._loader_state.get("dataset", {}).update(
+                    input_dir_path=here.input_dir.path,
+                    input_dir_url=here.input_dir.url,
+                    cache_dir_path=here.cache_dir.path,
+                )
                 loader.load_state_dict(self._loader_state)
                 self._loader_state = None
             self._train_loader = loader
@@ -280,8 +294,15 @@ class LanguageModelingDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def _check_resumable(self, saved: dict) -> None:
+    def _check_resumable(self, state: dict) -> None:
         """A checkpoint's stream position only means something for the same windows in the same order."""
+        version = state.get(PREPARED_VERSION)
+        if version is not None and version != self.prepared.version:
+            raise UserError(
+                f"{self.prepared} was prepared again since the checkpoint streamed it: its windows differ; start "
+                "a new run without --ckpt_path, or resume from the folder as it was"
+            )
+        saved = state.get("dataset") or {}
         block_size = (saved.get("item_loader") or {}).get("block_size")
         for key, then, now in (
             ("seed", saved.get("seed"), self.seed),
@@ -296,7 +317,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
 
     # --- the streaming loader's position, kept in checkpoints (Lightning calls these with the checkpoint) ---
     def state_dict(self) -> dict:
-        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": {**self._train_loader.state_dict(), PREPARED_VERSION: self.prepared.version}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._loader_state = state_dict.get("train_loader")

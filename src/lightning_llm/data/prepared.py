@@ -246,8 +246,8 @@ def _same_or_refuse(
 ) -> Path | str:
     if manifest is None:
         raise UserError(
-            f"--output_dir {output} exists and is not a prepared folder; name a new folder (prepare never "
-            "writes into one that holds other files)"
+            f"--output_dir {output} exists and is not a prepared folder (no manifest: other files, or a prepare "
+            "cut off); name a new folder, or delete that one (prepare never writes into one that holds files)"
         )
     differs = [
         f"{key} {manifest.get(key)!r}" for key, value in settings.items() if manifest.get(key) != value
@@ -382,28 +382,42 @@ def prepared_tokenizer(folder: str | Path) -> Tokenizer:
 
 class PreparedFolder:
     """A prepared folder as training reads it: `local` holds its manifest, tokenizer and validation tokens (for
-    one in object storage, a copy under `cache_dir`, fetched by `fetch`); `train` is where litdata streams the
-    training chunks from, into `chunk_cache` when they are remote. `str()` is the location the user gave."""
+    one in object storage, a copy under `cache_dir` per version of it, fetched on first use); `train` is where
+    litdata streams the training chunks from, into `chunk_cache` when they are remote. `version` names the
+    folder's content (its manifest's digest). `str()` is the location the user gave."""
 
     def __init__(self, location: str, cache_dir: str | Path) -> None:
         self.location = location
         self.remote = is_remote(location)
-        if self.remote:
-            digest = hashlib.sha256(location.rstrip("/").encode()).hexdigest()[:16]
-            self.local = Path(cache_dir).expanduser() / "prepared" / digest
-        else:
-            self.local = Path(location).expanduser()
-        self.train = join(location, "train") if self.remote else str(self.local / "train")
-        self.chunk_cache: str | None = None
+        digest = hashlib.sha256(location.rstrip("/").encode()).hexdigest()[:16]
+        self._copies = Path(cache_dir).expanduser() / "prepared" / digest
+        self.train = join(location, "train") if self.remote else str(Path(location).expanduser() / "train")
+        self._local: Path | None = None if self.remote else Path(location).expanduser()
+        self._version: str | None = None
 
     def __str__(self) -> str:
         return self.location
 
-    def fetch(self) -> None:
-        """For a remote folder: copy its manifest, tokenizer and validation tokens here once per version of
-        it (its manifest last, so a copy with a manifest is whole); its chunks are cached per version too."""
-        if not self.remote:
-            return
+    @property
+    def local(self) -> Path:
+        if self._local is None:
+            self._fetch()
+        return self._local
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            text = self._fetch() if self.remote else (self.local / MANIFEST).read_bytes()
+            self._version = hashlib.sha256(text).hexdigest()[:16]
+        return self._version
+
+    @property
+    def chunk_cache(self) -> str | None:
+        return str(self.local / "chunks") if self.remote else None
+
+    def _fetch(self) -> bytes:
+        """Copy the remote folder's manifest, tokenizer and validation tokens into a folder of this version's
+        own (the manifest last: a copy with a manifest is whole); returns the manifest."""
         text = read_bytes(join(self.location, MANIFEST))
         if text is None:
             raise UserError(
@@ -411,10 +425,9 @@ class PreparedFolder:
                 "check the address, or prepare it"
             )
         parse_manifest(text, self.location)
-        version = hashlib.sha256(text).hexdigest()[:16]
-        self.chunk_cache = str(self.local / "chunks" / version)
-        manifest = self.local / MANIFEST
-        if manifest.is_file() and manifest.read_bytes() == text:
-            return
-        for name in ("tokenizer.json", "val.bin", MANIFEST):
-            download(join(self.location, name), self.local / name)
+        self._version = hashlib.sha256(text).hexdigest()[:16]
+        self._local = self._copies / self._version
+        if not (self._local / MANIFEST).is_file():
+            for name in ("tokenizer.json", "val.bin", MANIFEST):
+                download(join(self.location, name), self._local / name)
+        return text
