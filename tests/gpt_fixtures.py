@@ -27,6 +27,7 @@ def gpt_checkpoints(tmp_path_factory) -> dict[str, Path]:
         for kind in ("char", "bpe"):
             args = ["fit", "--config", str(CONFIG), *tiny_lm_overrides(corpus), "--trainer.max_steps", "2"]
             args += ["--model.init_args.model.init_args.n_layer", "2", "--data.tokenizer", kind]
+            args += ["--data.bpe_vocab_size", "300"] if kind == "bpe" else []
             args += ["--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.version", kind]
             main(args)
             made[kind] = folder / "logs" / "gpt-shakespeare-char" / kind / "checkpoints" / "last.ckpt"

@@ -11,8 +11,15 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+BPE_TINY = (
+    "--data.tokenizer",
+    "bpe",
+    "--data.bpe_vocab_size",
+    "300",
+)  # a BPE small enough for the tiny corpus
 
-def tiny_lm_overrides(corpus: Path, model_class: str = "GPT") -> list[str]:
+
+def tiny_lm_overrides(corpus: Path, model_class: str = "GPT", tokenizer: str = "char") -> list[str]:
     model = "--model.init_args.model.init_args"
     sizes = (
         {"n_layer": 1, "n_head": 2, "n_embd": 16}
@@ -29,7 +36,8 @@ def tiny_lm_overrides(corpus: Path, model_class: str = "GPT") -> list[str]:
         "--data.cache_dir",
         "cache",
     ]
-    args += ["--data.bpe_vocab_size", "300", "--data.val_windows", "8", "--data.num_workers", "0"]
+    args += ["--data.val_windows", "8", "--data.num_workers", "0"]
+    args += ["--data.bpe_vocab_size", "300"] if tokenizer == "bpe" else []
     for key, value in sizes.items():
         args += [f"{model}.{key}", str(value)]
     args += [

@@ -20,7 +20,8 @@ def model_class(config: Path) -> str:
 
 @pytest.mark.parametrize("config", LM_CONFIGS, ids=lambda p: p.stem)
 def test_every_lm_config_parses_and_runs_fast_dev_run(config, tiny_corpus, capsys):
-    args = ["--config", str(config), *tiny_lm_overrides(tiny_corpus, model_class(config))]
+    tokenizer = yaml.safe_load(config.read_text())["data"]["init_args"].get("tokenizer", "char")
+    args = ["--config", str(config), *tiny_lm_overrides(tiny_corpus, model_class(config), tokenizer)]
     with pytest.raises(SystemExit) as printed:
         main(["fit", *args, "--print_config"])
     assert printed.value.code == 0

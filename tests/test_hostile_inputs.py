@@ -17,7 +17,7 @@ import pytest
 import torch
 from bert_fixtures import write_sst_like
 from cli_runner import changed_files, error_line, run_cli, run_cli_cases, snapshot
-from lm_helpers import SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
+from lm_helpers import BPE_TINY, SHAKESPEARE_CONFIG, tiny_lm_overrides, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM_CONFIG = REPO / "configs" / "minilm-sst2.yaml"
@@ -45,7 +45,7 @@ def workspace(tmp_path_factory) -> Path:
     dev_with_empty_text = write_sst_like(root / "sst-empty-text") / "dev.tsv"
     dev_with_empty_text.write_text(dev_with_empty_text.read_text() + "\t1\n")  # line 14: no sentence
     trained = run_cli(
-        lm_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--data.tokenizer", "bpe")
+        lm_fit("--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *BPE_TINY)
         + ["--trainer.logger.init_args.version", "trained"],
         root,
     )
@@ -151,7 +151,7 @@ def generate(*extra: str) -> list[str]:
     return ["generate", "--ckpt_path", LAST, "--max_new_tokens", "4", *extra]
 
 
-BPE = ("--data.tokenizer", "bpe")
+BPE = BPE_TINY
 
 
 def tune(space: str, *extra: str) -> list[str]:
@@ -279,6 +279,8 @@ CASES = [
     BadInput("same-file-twice", lambda: lm_fit("--data.path", "[corpus.txt, corpus.txt]"), ("more than once",)),
     BadInput("negative-workers", lambda: lm_fit("--data.num_workers", "-1"), ("data.num_workers",)),
     BadInput("bpe-smaller-than-bytes", lambda: lm_fit(*BPE, "--data.bpe_vocab_size", "1"), ("data.bpe_vocab_size", "257")),
+    BadInput("bpe-size-for-a-char-tokenizer", lambda: lm_fit("--data.bpe_vocab_size", "8000"), ("data.bpe_vocab_size is 8000", "data.tokenizer is char", "--data.tokenizer bpe")),
+    BadInput("prepare-bpe-size-for-char", lambda: ["prepare", "--data.path", "corpus.txt", "--data.bpe_vocab_size", "512", "--output_dir", "p"], ("data.bpe_vocab_size is 512", "unset")),
     BadInput("no-accumulation", lambda: lm_fit("--trainer.accumulate_grad_batches", "0"), ("trainer.accumulate_grad_batches",)),
     BadInput("validation-every-zero", lambda: lm_fit("--trainer.val_check_interval", "0"), ("trainer.val_check_interval",)),
     BadInput("negative-clipping", lambda: lm_fit("--trainer.gradient_clip_val", "-1"), ("trainer.gradient_clip_val",)),

@@ -30,9 +30,12 @@ DEFAULT_TOKENIZER, DEFAULT_BPE_VOCAB, DEFAULT_VAL_FRACTION = "char", 4096, 0.1
 def check_corpus_settings(
     tokenizer: str | None, bpe_vocab_size: int | None, val_fraction: float | None
 ) -> None:
-    """The tokenizer and split settings as set (None: unset), as fit's data module and `prepare` take them."""
+    """The tokenizer and split settings as set (None: unset; a prepared folder's tokenizer is not known yet), as
+    fit's data module and `prepare` take them."""
     if tokenizer is not None and tokenizer not in ("char", "bpe"):
         raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
+    if tokenizer == "char" and bpe_vocab_size is not None:
+        raise UserError(char_with_bpe_size(bpe_vocab_size, "data.tokenizer is char"))
     if tokenizer != "char" and bpe_vocab_size is not None and bpe_vocab_size < MIN_BPE_VOCAB:
         raise UserError(
             f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
@@ -40,6 +43,13 @@ def check_corpus_settings(
         )
     if val_fraction is not None and not 0.0 < val_fraction < 1.0:
         raise UserError(f"data.val_fraction is {val_fraction}: it must lie strictly between 0 and 1")
+
+
+def char_with_bpe_size(bpe_vocab_size: int, why: str) -> str:
+    return (
+        f"data.bpe_vocab_size is {bpe_vocab_size}, but {why} (one id per character): leave data.bpe_vocab_size "
+        "unset (null), or set --data.tokenizer bpe"
+    )
 
 
 class LanguageModelingDataModule(pl.LightningDataModule):
@@ -102,7 +112,8 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             if isinstance(path, str) and path.startswith(PREFIX)
             else None
         )
-        check_corpus_settings(tokenizer, bpe_vocab_size, val_fraction)
+        known = tokenizer if self.prepared is not None or tokenizer is not None else DEFAULT_TOKENIZER
+        check_corpus_settings(known, bpe_vocab_size, val_fraction)
         tokenizer = DEFAULT_TOKENIZER if tokenizer is None else tokenizer
         bpe_vocab_size = DEFAULT_BPE_VOCAB if bpe_vocab_size is None else bpe_vocab_size
         val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
@@ -174,7 +185,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         manifest = read_manifest(self.prepared.local)
         for key, value in self.corpus_settings_set.items():
             if key == "bpe_vocab_size" and manifest["tokenizer"] == "char":
-                continue  # as without a folder: a BPE size does not apply to a character tokenizer
+                raise UserError(char_with_bpe_size(value, f"{self.prepared} holds a character tokenizer"))
             if manifest.get(key) != value:
                 raise UserError(
                     f"data.{key} is {value!r}, but {self.prepared} was prepared with {manifest.get(key)!r}; leave "
