@@ -239,6 +239,18 @@ def test_a_study_prunes_survives_kill_9_and_its_best_config_trains(tmp_path: Pat
     assert (tmp_path / "logs" / "gpt-shakespeare-char" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_diverging_trial_is_pruned_so_the_sampler_learns_from_it(tmp_path: Path):
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt")
+    space = SPACE.replace(f"[{GOOD_LR}, {HOPELESS_LR}]", "[1.0e18]")  # NaN within a few steps
+    done = run_cli(tune_args(corpus, space_file(tmp_path, space), n_trials=1), tmp_path)
+    (trial,) = study_trials(tmp_path / "logs" / "tune" / "space")
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["diverged_at_step"] >= 1, done.stderr[-3000:]
+    assert done.returncode == 0 and "no trial finished, so no best config" in done.stderr
+    assert f"trial 0 diverged at step {trial.user_attrs['diverged_at_step']}: pruned" in done.stderr
+    table = (tmp_path / "logs" / "tune" / "space" / "trials.md").read_text()
+    assert "diverged at step" in table
+
+
 def test_ctrl_c_stops_the_study_and_the_same_command_retries_the_trial(tmp_path: Path):
     corpus = write_tiny_corpus(tmp_path / "corpus.txt")
     args = tune_args(corpus, space_file(tmp_path, SPACE), n_trials=2)

@@ -17,6 +17,14 @@ from lightning_llm.checkpoint_files import read_checkpoint
 from lightning_llm.errors import UserError
 
 
+class Diverged(UserError):
+    """A run whose loss, metric or weights became NaN or infinite, at `step`."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 class StopOnNonFiniteLoss(pl.Callback):
     """Raise a UserError when the training loss, a validation metric or a weight is NaN or infinite."""
 
@@ -51,7 +59,7 @@ class StopOnNonFiniteLoss(pl.Callback):
         if newest and clip:
             fix = f"resume from it with --trainer.gradient_clip_val 1.0, or {fix}"
         kept = f"the newest checkpoint of this run, {newest}" if newest else "this run wrote no checkpoint"
-        raise UserError(f"{what}; nothing was saved from then on, and {kept}: {fix}")
+        raise Diverged(f"{what}; nothing was saved from then on, and {kept}: {fix}", trainer.global_step)
 
 
 def newest_checkpoint(trainer: pl.Trainer) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lightning_llm.atomic import atomic_write_text
 from lightning_llm.tune.plan import Plan
-from lightning_llm.tune.study import ERROR, PRUNED_AT, RETRY_OF, SECONDS, VALUES, WORKER
+from lightning_llm.tune.study import DIVERGED_AT, ERROR, PRUNED_AT, RETRY_OF, SECONDS, VALUES, WORKER
 
 
 def write_report(study, plan: Plan) -> None:
@@ -54,6 +54,8 @@ def trials_table(study, plan: Plan) -> str:
         state = trial.state.name.lower()
         if PRUNED_AT in trial.user_attrs:
             state = f"pruned at step {trial.user_attrs[PRUNED_AT]}"
+        elif DIVERGED_AT in trial.user_attrs:
+            state = f"diverged at step {trial.user_attrs[DIVERGED_AT]} (pruned)"
         elif trial.number in retried:
             state = "interrupted (retried)"
         elif ERROR in trial.user_attrs:

@@ -27,6 +27,7 @@ VALUES = "values"  # config key -> value the trial trained with (ratios applied,
 WORKER = "worker"  # the process that ran it (0: the `tune` command itself)
 SECONDS = "seconds"
 PRUNED_AT = "pruned_at_step"
+DIVERGED_AT = "diverged_at_step"  # pruned, not failed: the sampler then learns to avoid such values
 ERROR = "error"  # its run failed with this message: counted towards --n_trials, not retried
 RETRY_OF = "retry_of"  # it repeats trial N, which a signal or a killed process interrupted
 WORKER_EXIT_WAIT_S = 120  # after a stop, how long workers get to save and leave before they are killed
@@ -240,6 +241,7 @@ def run_one(plan: Plan, study, trial, worker: int) -> None:
     """One trial: fit with the trial's values, reporting each validation; its best value goes to the study."""
     from optuna.trial import TrialState
 
+    from lightning_llm.callbacks.finite_loss import Diverged
     from lightning_llm.callbacks.graceful_stop import GracefulStop
     from lightning_llm.cli import build_cli
 
@@ -267,6 +269,15 @@ def run_one(plan: Plan, study, trial, worker: int) -> None:
         if found is None:
             study.tell(trial, state=TrialState.FAIL)
             raise
+        if isinstance(found, Diverged):
+            trial.set_user_attr(DIVERGED_AT, found.step)
+            trial.set_user_attr(SECONDS, round(time.perf_counter() - start, 1))
+            study.tell(trial, state=TrialState.PRUNED)
+            print(
+                f"trial {trial.number} diverged at step {found.step}: pruned ({where}{shown})",
+                file=sys.stderr,
+            )
+            return
         return fail(" ".join(str(found).split()))
     if cli.trainer.interrupted or any(
         isinstance(c, GracefulStop) and c.received for c in cli.trainer.callbacks
