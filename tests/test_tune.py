@@ -260,6 +260,7 @@ def test_ctrl_c_stops_the_study_and_the_same_command_retries_the_trial(tmp_path:
     _, stderr = running.communicate(timeout=120)
     assert running.returncode == 130, stderr[-3000:]
     assert "the same command continues the study" in stderr
+    assert "--ckpt_path last" not in stderr  # fit's hint would resume one trial, not the study
     interrupted, queued = study_trials(folder)
     assert interrupted.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.user_attrs["retry_of"] == 0

@@ -19,6 +19,7 @@ class GracefulStop(pl.Callback):
     """
 
     def __init__(self) -> None:
+        self.announce = True  # say how to resume; off where another command owns that (a tune trial)
         self.received: int | None = None
         self.saved_path: Path | None = None
         self._previous_handlers: dict[int, object] = {}
@@ -42,7 +43,7 @@ class GracefulStop(pl.Callback):
         self.saved_path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(self.saved_path)
         trainer.should_stop = True
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.announce:
             name = signal.Signals(self.received).name if self.received else "a signal on another rank"
             print(
                 f"\nStopped by {name} after step {trainer.global_step}; saved {self.saved_path}.\n"

@@ -17,6 +17,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from lightning_llm.callbacks.graceful_stop import GracefulStop
 from lightning_llm.cli import LLMCLI, build_cli
 from lightning_llm.cli_help import ConciseErrors, check_config_files, config_files
 from lightning_llm.errors import UserError
@@ -28,9 +29,13 @@ QUIET_TRIALS = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_s
 
 
 class TrialRun(LLMCLI):
-    """`fit` as the CLI runs it, without the closing summary line: tune prints one line per trial instead."""
+    """`fit` as the CLI runs it, without the closing summary line or fit's resume hint after a signal: tune
+    prints one line per trial, and how to continue the study."""
 
     def _run_subcommand(self, subcommand: str) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, GracefulStop):
+                callback.announce = False
         LightningCLI._run_subcommand(self, subcommand)
 
 
