@@ -111,6 +111,23 @@ def test_a_bad_space_is_one_error_naming_the_key(tmp_path: Path, text: str, says
         assert fragment in str(raised.value), str(raised.value)
 
 
+def test_a_study_is_known_by_its_settings_not_by_how_they_were_typed(tmp_path: Path, monkeypatch):
+    from lightning_llm.tune.plan import prepare_plan
+
+    monkeypatch.chdir(tmp_path)
+    corpus = write_tiny_corpus(tmp_path / "corpus.txt")
+    space = space_file(tmp_path, SPACE)
+    args = tune_args(corpus, space, n_trials=1)[1:]
+
+    def digest(typed: list[str]) -> str:
+        return prepare_plan(parse_options(typed), load_search_space(space)).settings_digest
+
+    at = args.index("--data.block_size")
+    joined = [*args[:at], f"--data.block_size={args[at + 1]}", *args[at + 2 :]]  # one argument, not two
+    assert digest(joined) == digest(args)
+    assert digest([*args[: at + 1], "32", *args[at + 2 :]]) != digest(args)
+
+
 def test_options_are_split_between_tune_and_fit():
     options = parse_options(["--config", "a.yaml", "--search=s.yaml", "--n_trials", "3", "--data.path", "x"])
     assert (options.search, options.n_trials, options.workers) == ("s.yaml", 3, 1)

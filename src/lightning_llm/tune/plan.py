@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -140,7 +141,7 @@ def prepare_plan(options, space: SearchSpace) -> Plan:
             best_config_base=best_base,
             dump=lambda config: fit_parser.dump(config, skip_none=False),
             seed=_seed(trial_config.get("seed_everything")),
-            settings_digest=settings_digest(fit_args, space),
+            settings_digest=settings_digest(fit_parser.dump(trial_config, skip_none=False), space),
         )
         for sampled in extreme_draws(space):  # a value of the wrong type fails now, not in trial 7
             built.parser.parse_args(plan.trial_args(0, space.values(sampled, trial_config)))
@@ -240,8 +241,18 @@ def objective(space: SearchSpace, built: LLMCLI) -> tuple[str, str]:
     return metric, direction
 
 
-def settings_digest(fit_args: list[str], space: SearchSpace) -> str:
-    """The experiment files' contents, the flags and the space: what makes two tune commands the same study."""
+def settings_digest(trial_config_yaml: str, space: SearchSpace) -> str:
+    """What makes two tune commands the same study: the config trials start from, as parsed (so the spelling
+    of a flag or which file set a key does not matter), and the space."""
+    settings = yaml.safe_load(trial_config_yaml)
+    settings.pop("config", None)  # the names of the files read, whose values are already in
+    digest = hashlib.sha256(space.text.encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def legacy_settings_digest(fit_args: list[str], space: SearchSpace) -> str:
+    """settings_digest before 2026-12-03 (files and flags as typed): studies started then still continue."""
     digest = hashlib.sha256(space.text.encode())
     for path in config_files(["fit", *fit_args]):
         digest.update(Path(path).read_bytes() if Path(path).is_file() else str(path).encode())

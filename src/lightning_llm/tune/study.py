@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 
 from lightning_llm.errors import UserError, user_error_in
-from lightning_llm.tune.plan import Plan, TrialRun, yaml_value
+from lightning_llm.tune.plan import Plan, TrialRun, legacy_settings_digest, yaml_value
 from lightning_llm.tune.pruning import ReportToTrial
 
 # User attributes of a trial (optuna keeps them in the study): what the table and best.yaml read back.
@@ -80,7 +80,7 @@ def open_study(plan: Plan) -> Iterator:
         started_with = study.user_attrs.get("settings")
         if started_with is None:
             study.set_user_attr("settings", plan.settings_digest)
-        elif started_with != plan.settings_digest:
+        elif started_with not in (plan.settings_digest, legacy_settings_digest(plan.fit_args, plan.space)):
             raise UserError(
                 f"the study in {plan.study_dir} was started with another config, flags or search space; rerun "
                 "it with the same ones to continue it, or give this search another --study_name"
