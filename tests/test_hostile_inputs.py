@@ -394,6 +394,8 @@ CASES = [
     BadInput("prepare-into-a-file", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "a-file"], ("a-file is a file",)),
     BadInput("prepare-inside-the-corpus", lambda: ["prepare", "--data.path", "sst", "--output_dir", "sst/prepared"], ("lies inside data.path", "outside the corpus")),
     BadInput("prepare-missing-parent", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "no/such/p"], ("parent folder", "does not exist")),
+    BadInput("prepare-to-s3-without-a-folder", lambda: ["prepare", "--data.path", "corpus.txt", "--output_dir", "s3://corpora"], ("s3://corpora names no bucket and folder", "s3://<bucket>/<folder>")),
+    BadInput("stream-from-s3-without-a-bucket", lambda: lm_fit("--data.path", "prepared:s3://"), ("s3:// names no bucket and folder",)),
     BadInput("stream-from-an-unprepared-folder", lambda: lm_fit("--data.path", "prepared:plain-folder"), ("plain-folder is not a folder written by `lightning-llm prepare`",)),
     # training that blows up stops before it saves broken weights
     BadInput(

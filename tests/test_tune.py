@@ -4,6 +4,7 @@ workers on one study, and writes a best config that `fit` trains."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -111,7 +112,19 @@ def test_a_bad_space_is_one_error_naming_the_key(tmp_path: Path, text: str, says
         assert fragment in str(raised.value), str(raised.value)
 
 
-def test_a_study_is_known_by_its_settings_not_by_how_they_were_typed(tmp_path: Path, monkeypatch):
+@pytest.fixture
+def lightning_log_levels():
+    """tune quiets Lightning's loggers for its whole process; a test that plans in-process restores them."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+def test_a_study_is_known_by_its_settings_not_by_how_they_were_typed(
+    tmp_path: Path, monkeypatch, lightning_log_levels
+):
     from lightning_llm.tune.plan import prepare_plan
 
     monkeypatch.chdir(tmp_path)

@@ -25,10 +25,16 @@ def join(url: str, *names: str) -> str:
     return "/".join([url.rstrip("/"), *names])
 
 
+def check_url(url: str) -> str:
+    """`url` without a trailing slash; one error when it names no bucket or no folder in it."""
+    bucket, _, key = url.removeprefix(SCHEME).partition("/")
+    if not bucket or not key.strip("/"):
+        raise UserError(f"{url} names no bucket and folder: write s3://<bucket>/<folder>")
+    return url.rstrip("/")
+
+
 def _bucket_and_key(url: str) -> tuple[str, str]:
     bucket, _, key = url.removeprefix(SCHEME).partition("/")
-    if not bucket:
-        raise UserError(f"{url} names no bucket; write s3://<bucket>/<folder>")
     return bucket, key
 
 

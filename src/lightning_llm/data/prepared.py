@@ -32,6 +32,7 @@ import numpy as np
 
 from lightning_llm.data.corpus import FileCorpus, is_table
 from lightning_llm.data.object_store import (
+    check_url,
     download,
     holds_objects,
     is_remote,
@@ -155,7 +156,7 @@ def prepare_folder(
         if detect_encoding(file, PREPARE_FIX) not in ("utf-8", "utf-8-sig"):
             raise UserError(f"{file} is not UTF-8: prepare cuts files at line ends in UTF-8; {PREPARE_FIX}")
     remote = is_remote(output_dir)
-    output = str(output_dir) if remote else Path(output_dir).expanduser()
+    output = check_url(str(output_dir)) if remote else Path(output_dir).expanduser()
     if not remote and not output.exists() and not output.parent.is_dir():
         raise UserError(
             f"--output_dir {output}: its parent folder {output.parent} does not exist; create it first"
@@ -387,8 +388,8 @@ class PreparedFolder:
     folder's content (its manifest's digest). `str()` is the location the user gave."""
 
     def __init__(self, location: str, cache_dir: str | Path) -> None:
-        self.location = location
         self.remote = is_remote(location)
+        self.location = location = check_url(location) if self.remote else location
         digest = hashlib.sha256(location.rstrip("/").encode()).hexdigest()[:16]
         self._copies = Path(cache_dir).expanduser() / "prepared" / digest
         self.train = join(location, "train") if self.remote else str(Path(location).expanduser() / "train")
