@@ -165,6 +165,8 @@ def test_concurrent_requests_are_each_answered_right(classifier_url, classifier_
 
 BAD_CLASSIFY_REQUESTS = [  # (body, status, words of the reason)
     ('{"texts": ["a good film"', 400, "not valid JSON"),
+    (b'{"texts": ["caf\xe9"]}', 400, "the body is not UTF-8 text (invalid continuation byte at byte 15)"),
+    ("[" * 3_000 + "]" * 3_000, 400, "nests arrays or objects too deep"),  # past json's recursion limit
     ("", 400, "the body is empty"),
     ('["a good film"]', 400, "the body is an array, not a JSON object"),
     ("{}", 422, "missing field 'texts'"),
@@ -187,7 +189,8 @@ BAD_CLASSIFY_REQUESTS = [  # (body, status, words of the reason)
 @pytest.mark.parametrize(("body", "status", "reason"), BAD_CLASSIFY_REQUESTS)
 def test_a_bad_request_gets_a_4xx_and_the_server_goes_on(classifier_url, body, status, reason):
     headers = {"Content-Type": "application/json"}
-    reply = requests.post(f"{classifier_url}/predict", data=body.encode(), headers=headers, timeout=60)
+    data = body if isinstance(body, bytes) else body.encode()
+    reply = requests.post(f"{classifier_url}/predict", data=data, headers=headers, timeout=60)
     assert reply.status_code == status, reply.text
     detail = reply.json()["detail"]
     assert reason in detail and "\n" not in detail

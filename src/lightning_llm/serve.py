@@ -51,9 +51,11 @@ from lightning_llm.serve_requests import (
 
 try:
     from fastapi import FastAPI, Request
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from litserve import LitAPI, LitServer
+    from starlette.exceptions import HTTPException  # what FastAPI raises, a parent of fastapi's own
 except ImportError:  # the `serve` extra; `serve` says how to install it
     LitAPI, LitServer = object, None
 
@@ -349,7 +351,20 @@ def answer_bad_bodies_in_one_line(app: "FastAPI", example: str) -> None:
             reason = f"the body is {json_type(problem.get('input'))}, not a JSON object"
         return JSONResponse({"detail": f"{reason}; send a JSON object such as {example}"}, status_code=400)
 
+    async def unreadable_body(request: "Request", error: "HTTPException") -> "JSONResponse":
+        # FastAPI's own words for a body json.loads raised anything but a JSONDecodeError on, the cause kept
+        if error.status_code != 400 or error.detail != "There was an error parsing the body":
+            return await http_exception_handler(request, error)
+        if isinstance(error.__cause__, UnicodeDecodeError):
+            reason = f"the body is not UTF-8 text ({error.__cause__.reason} at byte {error.__cause__.start})"
+        elif isinstance(error.__cause__, RecursionError):
+            reason = "the body nests arrays or objects too deep to read"
+        else:
+            reason = "the body could not be read as JSON"
+        return JSONResponse({"detail": f"{reason}; send a JSON object such as {example}"}, status_code=400)
+
     app.add_exception_handler(RequestValidationError, bad_body)
+    app.add_exception_handler(HTTPException, unreadable_body)
 
 
 def stop_gracefully_on_sigterm() -> None:
