@@ -10,13 +10,7 @@ from torch.utils.data import DataLoader
 from lightning_llm.data.corpus import STDLIB, FileCorpus, HubCorpus, resolve_files
 from lightning_llm.data.hub import is_hub_source
 from lightning_llm.data.loaders import ResumableLoader, loader_generator
-from lightning_llm.data.prepared import (
-    PREFIX,
-    PreparedFolder,
-    prepared_tokenizer,
-    prepared_val_tokens,
-    read_manifest,
-)
+from lightning_llm.data.prepared import PREFIX, PreparedFolder
 from lightning_llm.data.token_cache import TokenCache, build_or_load
 from lightning_llm.data.windows import FixedWindows, ShuffledWindowBatches, keep_batch
 from lightning_llm.errors import UserError
@@ -36,7 +30,7 @@ def check_corpus_settings(
         raise UserError(f"data.tokenizer is {tokenizer!r}: use 'char' or 'bpe'")
     if tokenizer == "char" and bpe_vocab_size is not None:
         raise UserError(char_with_bpe_size(bpe_vocab_size, "data.tokenizer is char"))
-    if tokenizer != "char" and bpe_vocab_size is not None and bpe_vocab_size < MIN_BPE_VOCAB:
+    if bpe_vocab_size is not None and bpe_vocab_size < MIN_BPE_VOCAB:
         raise UserError(
             f"data.bpe_vocab_size is {bpe_vocab_size}: byte-level BPE needs at least {MIN_BPE_VOCAB} "
             "(256 bytes and the end-of-text token)"
@@ -112,8 +106,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             if isinstance(path, str) and path.startswith(PREFIX)
             else None
         )
-        known = tokenizer if self.prepared is not None or tokenizer is not None else DEFAULT_TOKENIZER
-        check_corpus_settings(known, bpe_vocab_size, val_fraction)
+        # without a folder, unset is the default; with one, the folder's tokenizer is checked later
+        as_set = DEFAULT_TOKENIZER if tokenizer is None and self.prepared is None else tokenizer
+        check_corpus_settings(as_set, bpe_vocab_size, val_fraction)
         tokenizer = DEFAULT_TOKENIZER if tokenizer is None else tokenizer
         bpe_vocab_size = DEFAULT_BPE_VOCAB if bpe_vocab_size is None else bpe_vocab_size
         val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
@@ -166,7 +161,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
             return self.cache.tokenizer
         if self._prepared_tokenizer is None:
             self._check_prepared()
-            self._prepared_tokenizer = prepared_tokenizer(self.prepared.local)
+            self._prepared_tokenizer = self.prepared.tokenizer()
         return self._prepared_tokenizer
 
     @property
@@ -182,7 +177,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
     def _check_prepared(self) -> None:
         """The prepared folder's settings are the run's: one left unset takes the folder's, a different one set
         here is refused, not ignored."""
-        manifest = read_manifest(self.prepared.local)
+        manifest = self.prepared.manifest()
         for key, value in self.corpus_settings_set.items():
             if key == "bpe_vocab_size" and manifest["tokenizer"] == "char":
                 raise UserError(char_with_bpe_size(value, f"{self.prepared} holds a character tokenizer"))
@@ -224,7 +219,7 @@ class LanguageModelingDataModule(pl.LightningDataModule):
     def val_tokens(self):
         if self.prepared is not None:
             self.tokenizer  # noqa: B018 - checks the folder's settings first
-            return prepared_val_tokens(self.prepared.local)
+            return self.prepared.val_tokens()
         return self.cache.tokens[self.split_index :]
 
     def _check_fits(self) -> None:

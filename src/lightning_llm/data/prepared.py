@@ -341,11 +341,6 @@ def _write_tokens(ranges: list[tuple], tokenizer: Tokenizer, path: Path, dtype: 
     return count
 
 
-def prepared_val_tokens(folder: str | Path) -> np.ndarray:
-    manifest = read_manifest(folder)
-    return np.memmap(Path(folder).expanduser() / "val.bin", dtype=np.dtype(manifest["dtype"]), mode="r")
-
-
 def _token_count(split: Path) -> int:
     index = json.loads((split / "index.json").read_text(encoding="utf-8"))
     return sum(chunk["dim"] for chunk in index["chunks"])
@@ -375,10 +370,6 @@ def parse_manifest(text: bytes, folder: Path | str) -> dict[str, Any]:
     if manifest.get("format") != MANIFEST_FORMAT:
         raise UserError(f"{folder} was prepared by another version of lightning-llm; prepare it again")
     return manifest
-
-
-def prepared_tokenizer(folder: str | Path) -> Tokenizer:
-    return load_tokenizer(Path(folder).expanduser() / "tokenizer.json")
 
 
 class PreparedFolder:
@@ -415,6 +406,18 @@ class PreparedFolder:
     @property
     def chunk_cache(self) -> str | None:
         return str(self.local / "chunks") if self.remote else None
+
+    def manifest(self) -> dict[str, Any]:
+        """Its manifest; one error naming the folder when it is missing or damaged."""
+        path = self.local / MANIFEST
+        return parse_manifest(path.read_bytes() if path.is_file() else b"", self.location)
+
+    def tokenizer(self) -> Tokenizer:
+        return load_tokenizer(self.local / "tokenizer.json")
+
+    def val_tokens(self) -> np.ndarray:
+        """The validation token ids, read in place (every rank reads all of them)."""
+        return np.memmap(self.local / "val.bin", dtype=np.dtype(self.manifest()["dtype"]), mode="r")
 
     def _fetch(self) -> bytes:
         """Copy the remote folder's manifest, tokenizer and validation tokens into a folder of this version's
